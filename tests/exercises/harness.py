@@ -1,0 +1,64 @@
+"""Loads a chapter's exercise module: the course's solutions by default, your own answers in
+student mode (`pytest --student`, `./course exercise CHAPTER`, or MINILM_STUDENT=1).
+
+An exercise that is not written yet makes its tests fail with one line naming the function to
+write, instead of a bare NotImplementedError trace.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import inspect
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def student_mode() -> bool:
+    return os.environ.get("MINILM_STUDENT", "") not in ("", "0")
+
+
+def module_path(chapter: str, folder: str | None = None) -> Path:
+    folder = folder or ("exercises" if student_mode() else "solutions")
+    return ROOT / folder / f"{chapter}.py"
+
+
+def _import(path: Path):
+    spec = importlib.util.spec_from_file_location(f"{path.parent.name}_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _guard(function, where: str):
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except NotImplementedError:
+            unfinished = True  # fail outside the handler, so no NotImplementedError trace is chained
+        if unfinished:
+            pytest.fail(f"{where}: `{function.__name__}` is not written yet; replace its "
+                        f"`raise NotImplementedError` with your code (its docstring says what to do).",
+                        pytrace=False)
+    return call
+
+
+def load_chapter(chapter: str, folder: str | None = None) -> SimpleNamespace:
+    """The chapter's functions (and classes), each function guarded as described above."""
+    path = module_path(chapter, folder)
+    module = _import(path)
+    where = f"{path.parent.name}/{path.name}"
+    members = {}
+    for name, value in vars(module).items():
+        if name.startswith("_"):
+            continue
+        if inspect.isfunction(value) and value.__module__ == module.__name__:
+            members[name] = _guard(value, where)
+        else:
+            members[name] = value
+    return SimpleNamespace(**members)

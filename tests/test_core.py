@@ -1,0 +1,132 @@
+"""The minilm core: device choice, seeding, presets, threads, the artifact cache, the report."""
+import os
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import minilm
+from minilm.cache import artifact_key, cached_artifact
+from minilm.presets import PresetError, choose, current_preset
+from minilm.runtime import DeviceError, choose_device, confirm_device, seed_everything, set_threads
+
+
+def test_device_defaults_to_best_available(monkeypatch):
+    monkeypatch.delenv("MINILM_DEVICE", raising=False)
+    expected = "cuda" if torch.cuda.is_available() else (
+        "mps" if torch.backends.mps.is_available() else "cpu")
+    assert choose_device().type == expected
+
+
+def test_device_override_and_unknown(monkeypatch):
+    monkeypatch.setenv("MINILM_DEVICE", "cpu")
+    assert choose_device() == torch.device("cpu")
+    monkeypatch.setenv("MINILM_DEVICE", "tpu")
+    with pytest.raises(DeviceError, match="not a device the course knows"):
+        choose_device()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_missing_cuda_stops_with_one_clear_line():
+    env = dict(os.environ, MINILM_DEVICE="cuda")
+    result = subprocess.run([sys.executable, "-m", "minilm", "env"], env=env, capture_output=True, text=True)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no cuda device" in lines[0] and "MINILM_DEVICE" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_seed_everything_repeats_all_three_generators():
+    draws = []
+    for _ in range(2):
+        seed_everything(123)
+        draws.append((random.random(), np.random.rand(), torch.rand(1).item()))
+    assert draws[0] == draws[1]
+    seed_everything(124)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) != draws[0]
+
+
+def test_preset_default_and_errors(monkeypatch):
+    monkeypatch.delenv("MINILM_PRESET", raising=False)
+    assert current_preset() == ("gpu" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setenv("MINILM_PRESET", "Smoke")
+    assert current_preset() == "smoke"
+    assert choose({"smoke": 1, "cpu": 2, "gpu": 3}) == 1
+    monkeypatch.setenv("MINILM_PRESET", "huge")
+    with pytest.raises(PresetError, match="not a preset"):
+        current_preset()
+    with pytest.raises(PresetError, match="no row for gpu"):
+        choose({"smoke": 1, "cpu": 2}, preset="cpu")
+
+
+def test_threads_from_environment(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("MINILM_THREADS", "1")
+        assert set_threads() == 1 == torch.get_num_threads()
+        monkeypatch.setenv("MINILM_THREADS", "zero")
+        with pytest.raises(ValueError, match="MINILM_THREADS"):
+            set_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_cache_builds_once_and_rebuilds_when_inputs_change(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINILM_CACHE", str(tmp_path))
+    builds = []
+
+    def build(folder):
+        builds.append(folder)
+        (folder / "value.txt").write_text("built")
+
+    first = cached_artifact("thing", {"size": 1}, build)
+    again = cached_artifact("thing", {"size": 1}, build)
+    other = cached_artifact("thing", {"size": 2}, build)
+    assert first == again != other
+    assert len(builds) == 2
+    assert (first / "value.txt").read_text() == "built"
+    assert first.parent == tmp_path
+
+
+def test_cache_key_depends_on_builder_code():
+    def one(folder):
+        return 1
+
+    def two(folder):
+        return 2
+
+    assert artifact_key("x", {"a": 1}) != artifact_key("x", {"a": 2})
+    assert artifact_key("x", {"a": 1}) == artifact_key("x", {"a": 1})
+    # a builder from another module (other source code) gives another key
+    assert artifact_key("x", {"a": 1}, one) != artifact_key("x", {"a": 1}, os.path.join)
+
+
+def test_failed_build_leaves_nothing_behind(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINILM_CACHE", str(tmp_path))
+
+    def broken(folder):
+        (folder / "half.txt").write_text("half")
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        cached_artifact("thing", {"size": 3}, broken)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_confirm_device_under_gpu_check(monkeypatch):
+    model = torch.nn.Linear(2, 2)
+    monkeypatch.delenv("MINILM_REQUIRE_CUDA", raising=False)
+    assert "cpu" in confirm_device(model)
+    monkeypatch.setenv("MINILM_REQUIRE_CUDA", "1")
+    with pytest.raises(DeviceError, match="GPU check"):
+        confirm_device(model)
+
+
+def test_environment_report_names_what_matters(monkeypatch):
+    monkeypatch.setenv("MINILM_PRESET", "smoke")
+    report = minilm.environment_report()
+    for word in ("python", "torch", "device", "preset   smoke", "threads", "cache", "einops"):
+        assert word in report
