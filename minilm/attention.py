@@ -18,16 +18,24 @@ output is the zero vector (finite, never NaN, in the forward pass and in the gra
 `scaled_dot_product_attention` is the formula, step by step, and returns the weights so they can be
 looked at; `fused_attention` gives the same result through `torch.nn.functional.
 scaled_dot_product_attention`, which picks a fused kernel (FlashAttention-style on a GPU) that never
-stores the (t_q, t_k) weights.
+stores the (t_q, t_k) weights. `measure_attention` times one pass of either and measures its peak
+memory, which is how the notebook and `benchmarks/attention_speed.py` show attention's O(t²) cost.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from torch.profiler import ProfilerActivity, profile
 
 
 def softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -135,7 +143,8 @@ def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: tor
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
     has_key = mask.any(dim=-1, keepdim=True)  # (..., t_q, 1): does this query see any key at all?
     safe_mask = mask | ~has_key  # (..., t_q, t_k): an empty row may see every key, so it stays finite
-    output = F.scaled_dot_product_attention(q, k, v, attn_mask=safe_mask, dropout_p=dropout_p)  # (..., t_q, d_v)
+    output = F.scaled_dot_product_attention(q, k, v, attn_mask=safe_mask,
+                                            dropout_p=dropout_p)  # (..., t_q, d_v)
     return torch.where(has_key, output, 0.0)  # (..., t_q, d_v): zero for queries with nothing to see
 
 
@@ -153,7 +162,8 @@ class MultiHeadAttention(nn.Module):
     asking for the weights (`need_weights=True`) always takes the formula path, which keeps them.
     """
 
-    def __init__(self, d_model: int, n_heads: int, bias: bool = True, dropout: float = 0.0, fast: bool = False):
+    def __init__(self, d_model: int, n_heads: int, bias: bool = True, dropout: float = 0.0,
+                 fast: bool = False):
         super().__init__()
         if n_heads < 1 or d_model % n_heads:
             raise ValueError(f"d_model={d_model} must split evenly into n_heads={n_heads} heads "
@@ -194,3 +204,90 @@ class MultiHeadAttention(nn.Module):
             heads, weights = scaled_dot_product_attention(q, k, v, mask=mask, dropout_p=dropout_p)
         output = self.out_proj(self.merge_heads(heads))  # (batch, t_q, d_model)
         return output, (weights if need_weights else None)
+
+
+# What attention costs: time and memory against sequence length.
+
+ATTENTION_PATHS = ("formula", "fused", "fused-causal", "torch")  # what `measure_attention` can run
+
+
+@dataclass
+class AttentionCost:
+    path: str  # formula, fused (boolean causal mask), fused-causal (is_causal=True) or torch (F.sdpa itself)
+    length: int  # sequence length t: t queries attend causally over t keys
+    seconds: float  # median wall time of one forward pass
+    peak_bytes: int | None  # memory the pass allocates beyond its inputs, at its peak; None on MPS
+
+
+def measure_attention(path: str, length: int, batch: int = 1, heads: int = 4, head_dim: int = 64,
+                      repeats: int = 5, device: torch.device | str = "cpu") -> AttentionCost:
+    """Time one causal self-attention forward pass (no gradients) and measure its peak memory.
+
+    The formula path stores the (batch, heads, t, t) scores and weights, so its memory grows as t²;
+    a fused kernel computes the same output block by block and stores only O(t) extra memory.
+    Both still do O(t²) arithmetic: every query meets every key. Memory is
+    `torch.cuda.max_memory_allocated` on CUDA and torch.profiler's allocation record on the CPU.
+    """
+    if path not in ATTENTION_PATHS:
+        raise ValueError(f"unknown attention path {path!r}; choose one of {', '.join(ATTENTION_PATHS)}.")
+    device = torch.device(device)
+    qkv = torch.randn(3, batch, heads, length, head_dim, device=device)  # (3, batch, heads, t, head_dim)
+    q, k, v = qkv.unbind(0)  # each (batch, heads, t, head_dim)
+    mask = causal_mask(length, device=device)  # (t, t)
+    run = {
+        "formula": lambda: scaled_dot_product_attention(q, k, v, mask=mask)[0],
+        "fused": lambda: fused_attention(q, k, v, mask=mask),
+        "fused-causal": lambda: fused_attention(q, k, v, is_causal=True),
+        "torch": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+    }[path]
+    with torch.no_grad():
+        run()  # warm-up: the first call pays for one-off set-up
+        seconds = statistics.median(_seconds(run, device) for _ in range(repeats))
+        peak_bytes = _peak_bytes(run, device)
+    return AttentionCost(path, length, seconds, peak_bytes)
+
+
+def _seconds(run, device: torch.device) -> float:
+    """Wall time of one call, waiting for the GPU to finish its queued work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    run()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def _peak_bytes(run, device: torch.device) -> int | None:
+    """The most memory `run` holds at once beyond what existed before it started."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        run()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    if device.type != "cpu":
+        return None  # the profiler records CPU allocations only
+    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as recording:
+        run()
+    held, peak = 0, 0
+    in_order = sorted(recording.events(), key=lambda e: e.time_range.start)  # allocations and frees, in order
+    for event in in_order:
+        held += event.self_cpu_memory_usage  # each op's own allocations (+) and frees (-), children excluded
+        peak = max(peak, held)
+    return peak
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence file descriptor 2 for a moment: the profiler's C++ side prints start/stop lines there."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

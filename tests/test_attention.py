@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minilm.attention import (MultiHeadAttention, causal_mask, fused_attention, padding_mask,
-                              scaled_dot_product_attention, softmax)
+from minilm.attention import (MultiHeadAttention, causal_mask, fused_attention, measure_attention,
+                              padding_mask, scaled_dot_product_attention, softmax)
 
 TOLERANCE = {torch.float32: dict(atol=1e-5, rtol=1e-4), torch.float64: dict(atol=1e-12, rtol=1e-10)}
 DTYPES = [torch.float32, torch.float64]
@@ -39,7 +39,8 @@ def test_softmax_equals_torch(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_softmax_is_finite_for_huge_inputs(dtype):
-    x = torch.tensor([[1e4, -1e4, 0.0], [1e4, 1e4, 1e4], [-1e4, -1e4, -1e4], [-1e4, 1e4 - 1.0, 1e4]], dtype=dtype)
+    x = torch.tensor([[1e4, -1e4, 0.0], [1e4, 1e4, 1e4], [-1e4, -1e4, -1e4], [-1e4, 1e4 - 1.0, 1e4]],
+                     dtype=dtype)
     result = softmax(x)
     assert torch.isfinite(result).all()
     torch.testing.assert_close(result, torch.softmax(x, dim=-1), **TOLERANCE[dtype])
@@ -224,10 +225,11 @@ def torch_copy(layer: MultiHeadAttention, dtype) -> torch.nn.MultiheadAttention:
     bias = layer.q_proj.bias is not None
     reference = torch.nn.MultiheadAttention(d_model, layer.n_heads, bias=bias, batch_first=True, dtype=dtype)
     with torch.no_grad():
-        reference.in_proj_weight.copy_(torch.cat([layer.q_proj.weight, layer.k_proj.weight, layer.v_proj.weight]))
+        projections = [layer.q_proj, layer.k_proj, layer.v_proj]
+        reference.in_proj_weight.copy_(torch.cat([p.weight for p in projections]))
         reference.out_proj.weight.copy_(layer.out_proj.weight)
         if bias:
-            reference.in_proj_bias.copy_(torch.cat([layer.q_proj.bias, layer.k_proj.bias, layer.v_proj.bias]))
+            reference.in_proj_bias.copy_(torch.cat([p.bias for p in projections]))
             reference.out_proj.bias.copy_(layer.out_proj.bias)
     return reference.eval()
 
@@ -305,3 +307,23 @@ def test_dropout_acts_only_while_training():
 def test_multihead_rejects_heads_that_do_not_divide_d_model():
     with pytest.raises(ValueError, match="split evenly"):
         MultiHeadAttention(10, 3)
+
+
+# cost
+
+
+def test_measured_memory_shows_the_formula_storing_the_weights():
+    length, batch, heads = 128, 2, 3
+    _, weights = scaled_dot_product_attention(*torch.randn(3, batch, heads, length, 8).unbind(0))
+    weight_bytes = weights.numel() * weights.element_size()  # one (batch, heads, t, t) tensor
+    formula = measure_attention("formula", length, batch=batch, heads=heads, head_dim=8, repeats=1)
+    fused = measure_attention("torch", length, batch=batch, heads=heads, head_dim=8, repeats=1)
+    output_bytes = batch * heads * length * 8 * 4
+    assert formula.peak_bytes >= weight_bytes + output_bytes
+    assert output_bytes <= fused.peak_bytes < weight_bytes  # the fused kernel never holds the weights
+    assert formula.seconds > 0 and formula.path == "formula" and formula.length == length
+
+
+def test_measure_attention_rejects_unknown_paths():
+    with pytest.raises(ValueError, match="formula, fused"):
+        measure_attention("flash", 16)

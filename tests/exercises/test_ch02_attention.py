@@ -62,7 +62,8 @@ def test_split_and_merge_heads_use_torch_multihead_layout():
     heads = ex.split_heads(x, n_heads)
     assert heads.shape == (2, n_heads, 5, d_model // n_heads)
     assert torch.equal(ex.merge_heads(heads), x)
-    reference = torch.nn.MultiheadAttention(d_model, n_heads, bias=False, batch_first=True, dtype=torch.float64)
+    reference = torch.nn.MultiheadAttention(d_model, n_heads, bias=False, batch_first=True,
+                                            dtype=torch.float64)
     with torch.no_grad():  # identity projections: only the head layout remains
         reference.in_proj_weight.copy_(torch.eye(d_model, dtype=torch.float64).repeat(3, 1))
         reference.out_proj.weight.copy_(torch.eye(d_model, dtype=torch.float64))
