@@ -249,14 +249,14 @@ def restore_training_state(folder: str | Path, model: torch.nn.Module,
 def load_checkpoint(folder: str | Path, device: torch.device | str | None = None) -> Checkpoint:
     """The model saved in `folder`, rebuilt from its config, on `device` (default: CPU), in eval mode."""
     from minilm.model import GPT, GPTConfig
-    from minilm.tokenizer import BPETokenizer
+    from minilm.tokenizer import load_tokenizer
 
     folder = Path(folder)
     manifest = read_manifest(folder)
     model = GPT(GPTConfig.from_dict(manifest["model_config"]))
     _load_weights(folder, model)
     model.to(device or "cpu").eval()
-    tokenizer = BPETokenizer.load(folder / TOKENIZER) if TOKENIZER in manifest["sha256"] else None
+    tokenizer = load_tokenizer(folder / TOKENIZER) if TOKENIZER in manifest["sha256"] else None
     return Checkpoint(model=model, tokenizer=tokenizer, model_config=manifest["model_config"],
                       train_config=manifest["train_config"], step=manifest["step"],
                       history=manifest["history"], folder=folder)
