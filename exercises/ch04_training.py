@@ -1,0 +1,57 @@
+"""Chapter 4 exercises: the pieces of a training step, by hand.
+
+Write each function below, then check your answers with:
+
+    ./course exercise ch04_training
+
+(or `pytest tests/exercises/test_ch04_training.py --student`). The tests compare your functions
+with PyTorch's own: F.cross_entropy, its learning-rate schedulers, clip_grad_norm_ and AdamW.
+The solutions are in solutions/ch04_training.py.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """The mean next-token cross-entropy, in nats: −log softmax(logits)[target], averaged.
+
+    logits: (N, V) scores; targets: (N,) token ids, where `ignore_index` marks a position that takes
+    no loss (it is left out of the mean). Use logsumexp for a softmax that cannot overflow:
+    −log p(t) = logsumexp(logits) − logits[t]. Returns a 0-dimensional tensor.
+    """
+    raise NotImplementedError
+
+
+def warmup_cosine_lr(step: int, steps: int, warmup_steps: int, lr: float, min_lr: float) -> float:
+    """The learning rate of step `step` (from 0) of `steps`: linear warm-up, then cosine to min_lr.
+
+    During warm-up (step < warmup_steps): lr · (step + 1) / warmup_steps.
+    After it: min_lr + ½ (1 + cos(π · progress)) (lr − min_lr), with
+    progress = (step − warmup_steps) / (steps − warmup_steps), at most 1.
+    """
+    raise NotImplementedError
+
+
+def clip_by_global_norm(grads: list[torch.Tensor], max_norm: float) -> tuple[list[torch.Tensor], float]:
+    """Scale every gradient by the same factor so their global norm is at most max_norm.
+
+    The global norm is √(Σ g²) over every entry of every tensor. If it exceeds max_norm, multiply
+    each gradient by max_norm / (norm + 1e-6); otherwise leave them as they are. Return the new
+    gradients (new tensors, the inputs untouched) and the norm before clipping, as a float.
+    """
+    raise NotImplementedError
+
+
+def adamw_step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
+               step: int, lr: float, beta1: float = 0.9, beta2: float = 0.95, eps: float = 1e-8,
+               weight_decay: float = 0.1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One AdamW update of one tensor; `step` counts updates from 1. Return (param, exp_avg, exp_avg_sq).
+
+    1. decay, decoupled from the gradient:  param ← param · (1 − lr · weight_decay)
+    2. moments:  m ← β1 m + (1 − β1) g;   v ← β2 v + (1 − β2) g²
+    3. bias correction (m and v start at 0):  m̂ = m / (1 − β1^step);   v̂ = v / (1 − β2^step)
+    4. update:  param ← param − lr · m̂ / (√v̂ + eps)
+    Return new tensors; leave the inputs unchanged.
+    """
+    raise NotImplementedError
