@@ -51,7 +51,10 @@ def filter_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
 
     A token is kept when the tokens ranked above it hold less than p of the probability, so the
     most likely token is always kept and the kept set is the smallest whose mass is at least p.
+    p = 1 keeps every token (even those whose probability is lost in float32 rounding).
     """
+    if p >= 1:
+        return logits
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (..., vocab)
     probs = sorted_logits.softmax(dim=-1)  # (..., vocab), largest first
     mass_above = probs.cumsum(dim=-1) - probs  # (..., vocab): probability of the better-ranked tokens

@@ -348,6 +348,29 @@ class GPT(nn.Module):
                         stop_tokens=stop_tokens, seed=seed, use_cache=use_cache)
 
 
+class SeedTransformer(nn.Module):
+    """The model the course starts from: embeddings, a stack of nn.TransformerEncoderLayer, a linear.
+
+    Kept to show why it is not a language model: (1) no causal mask, so every position reads the
+    tokens it should predict; (2) no positions, so shuffling the input only shuffles the output;
+    (3) nn.TransformerEncoderLayer expects (time, batch, features) by default, so a (batch, time)
+    input makes the sequences of a batch attend to each other. `GPT` fixes all three.
+    """
+
+    def __init__(self, vocab_size: int, embedding_dim: int, num_heads: int, num_layers: int):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embedding_dim)
+        self.transformer_layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(embedding_dim, num_heads) for _ in range(num_layers))
+        self.linear = nn.Linear(embedding_dim, vocab_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embedding(x)  # whatever layout x has, the layers read it as (time, batch, features)
+        for layer in self.transformer_layers:
+            x = layer(x)
+        return self.linear(x)
+
+
 COMPONENTS = ("embeddings", "positions", "attention", "mlp", "norms", "head")
 
 
