@@ -35,6 +35,27 @@ def test_windows_cut_the_stream_without_overlap():
         windows([1, 2, 3], block_size=5)
 
 
+def test_windows_read_a_token_stream(tmp_path):
+    from minilm.tokens import TokenStream
+
+    np.arange(23, dtype=np.uint16).tofile(tmp_path / "valid.bin")
+    inputs, targets = windows(TokenStream(tmp_path / "valid.bin", "uint16"), block_size=5, max_windows=3)
+    assert inputs.tolist() == [list(range(w * 5, w * 5 + 5)) for w in range(3)]
+    assert targets[-1].tolist() == list(range(11, 16))
+
+
+def test_token_losses_average_to_the_gpt_loss():
+    from minilm.model import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, context_length=16, n_layer=1, n_head=2, n_embd=16)).eval()
+    ids = torch.randint(0, 50, (16 * 5 + 1,))
+    inputs, targets = windows(ids, 16)
+    with torch.no_grad():
+        expected = model(inputs, targets)[1]
+    assert token_losses(model, ids, block_size=16, batch_size=2).mean() == pytest.approx(expected.item(), rel=1e-5)
+
+
 def test_token_losses_match_float64_cross_entropy():
     vocab, block = 9, 6
     model = PositionalLookup(vocab, block).train()

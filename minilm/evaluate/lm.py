@@ -48,9 +48,10 @@ def windows(ids, block_size: int, max_windows: int | None = None) -> tuple[torch
 
     Window w reads ids[w·T : w·T + T] and predicts ids[w·T + 1 : w·T + T + 1] (T = block_size), so
     every token but the first is predicted exactly once, and position t of a window has seen t
-    tokens of context. Returns (inputs, targets), each (windows, block_size) int64.
+    tokens of context. `ids` may be a list, an array, a tensor or a TokenStream (chapter 1); only
+    the tokens the windows need are read. Returns (inputs, targets), each (windows, block_size) int64.
     """
-    ids = _as_id_tensor(ids)
+    ids = getattr(ids, "tokens", ids)  # a TokenStream keeps its ids in .tokens (a memmap)
     if block_size < 1:
         raise ValueError(f"block_size must be at least 1, got {block_size}.")
     count = (len(ids) - 1) // block_size
@@ -59,8 +60,9 @@ def windows(ids, block_size: int, max_windows: int | None = None) -> tuple[torch
                          f"(it needs block_size + 1 tokens); give more tokens or a smaller block_size.")
     if max_windows is not None:
         count = min(count, max_windows)
-    inputs = rearrange(ids[: count * block_size], "(w t) -> w t", t=block_size)  # (windows, T)
-    targets = rearrange(ids[1: count * block_size + 1], "(w t) -> w t", t=block_size)  # (windows, T)
+    ids = _as_id_tensor(ids[: count * block_size + 1])  # (windows·T + 1,)
+    inputs = rearrange(ids[:-1], "(w t) -> w t", t=block_size)  # (windows, T)
+    targets = rearrange(ids[1:], "(w t) -> w t", t=block_size)  # (windows, T)
     return inputs, targets
 
 
