@@ -276,6 +276,19 @@ def questions(plot: dict) -> list[tuple[str, str]]:
     ]
 
 
+def entropy_from_log_probs(texts: list[str], log_probs: list[float], separator_length: int = 1) -> dict:
+    """The exact entropy of texts whose log-probabilities are known (see `corpus_entropy`)."""
+    if not texts:
+        raise ValueError("no stories: the entropy of an empty corpus is undefined; pass at least one story.")
+    nats = -math.fsum(log_probs)
+    characters = sum(len(text) + separator_length for text in texts)
+    bytes_ = sum(len(text.encode("utf-8")) + separator_length for text in texts)
+    return {"stories": len(texts), "characters": characters, "nats": nats,
+            "nats_per_story": nats / len(texts), "chars_per_story": characters / len(texts),
+            "nats_per_char": nats / characters, "bits_per_char": nats / characters / math.log(2),
+            "bits_per_byte": nats / bytes_ / math.log(2)}
+
+
 def corpus_entropy(stories: list[Story], separator_length: int = 1) -> dict[str, float]:
     """The exact entropy of a list of stories from their log-probabilities.
 
@@ -283,14 +296,7 @@ def corpus_entropy(stories: list[Story], separator_length: int = 1) -> dict[str,
     against. Each story is followed by one separator that costs 0 nats (the end is certain once the
     ending sentence is written) and counts as `separator_length` characters and bytes (1: one
     special token; pass len(END_OF_TEXT) to count its literal characters). Stories are ASCII, so
-    bytes equal characters.
+    bytes equal characters. Keys: stories, characters, nats, nats_per_story, chars_per_story,
+    nats_per_char, bits_per_char, bits_per_byte.
     """
-    if not stories:
-        raise ValueError("no stories: the entropy of an empty corpus is undefined; pass at least one story.")
-    nats = -math.fsum(story.log_prob for story in stories)
-    characters = sum(len(story.text) + separator_length for story in stories)
-    bytes_ = sum(len(story.text.encode("utf-8")) + separator_length for story in stories)
-    return {"stories": len(stories), "characters": characters, "nats": nats,
-            "nats_per_story": nats / len(stories), "chars_per_story": characters / len(stories),
-            "nats_per_char": nats / characters, "bits_per_char": nats / characters / math.log(2),
-            "bits_per_byte": nats / bytes_ / math.log(2)}
+    return entropy_from_log_probs([s.text for s in stories], [s.log_prob for s in stories], separator_length)

@@ -1,0 +1,91 @@
+"""Mixing sources by weight, and splitting documents into train / validation / test.
+
+Mixing. Each source gets a share of the corpus's characters (its weight, normalised). No document is
+repeated, so the corpus is as large as the scarcest source allows: its size T is the largest for
+which every source has weight × T characters to give. Within a source, documents are taken in the
+order of a hash (`mixing_order`): a fixed, pseudo-random order that does not depend on how they
+were read, and independent of the hash that picks the split.
+
+Splitting. A document's split is decided by a hash, not by a random draw, so it never changes when
+other documents are added or removed. The hash is that of its near-duplicate cluster (the cluster's
+first document), so near duplicates always land on the same side: the validation set never holds a
+lightly edited copy of a training document.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from minilm.data.documents import Document, EmptyCorpusError
+
+SPLITS = ("train", "validation", "test")
+
+
+def hash_fraction(key: str) -> float:
+    """A hex digest -> a number in [0, 1), uniform over documents."""
+    return int(key[:15], 16) / 16 ** 15
+
+
+def mixing_order(key: str) -> str:
+    """The sort key that orders a source's documents for mixing (unrelated to `split_name`)."""
+    return hashlib.sha256(f"mix:{key}".encode()).hexdigest()
+
+
+def split_name(key: str, fractions: tuple[float, float, float]) -> str:
+    """The split a cluster key belongs to, for (train, validation, test) fractions summing to 1."""
+    position, edge = hash_fraction(key), 0.0
+    for name, share in zip(SPLITS, fractions):
+        edge += share
+        if position < edge:
+            return name
+    return SPLITS[-1]
+
+
+@dataclass
+class MixReport:
+    available: dict[str, int] = field(default_factory=dict)  # source -> characters before mixing
+    taken: dict[str, int] = field(default_factory=dict)  # source -> characters in the corpus
+    documents: dict[str, int] = field(default_factory=dict)  # source -> documents in the corpus
+    target_shares: dict[str, float] = field(default_factory=dict)  # the normalised weights
+
+
+def mix_sources(documents: list[Document], weights: dict[str, float],
+                keys: list[str]) -> tuple[list[Document], list[str], MixReport]:
+    """Keep documents so each source holds its weight's share of characters; keys follow the documents."""
+    total_weight = sum(weights.values())
+    shares = {source: weight / total_weight for source, weight in weights.items()}
+    report = MixReport(target_shares=shares)
+    by_source: dict[str, list[tuple[str, Document]]] = {source: [] for source in weights}
+    for key, document in zip(keys, documents):
+        by_source[document.source].append((key, document))
+    for source, items in by_source.items():
+        if not items:
+            raise EmptyCorpusError(f"the source {source!r} has no documents left after cleaning, filtering "
+                                   f"and deduplication; give it more input, loosen the thresholds, or drop "
+                                   f"it from CorpusConfig.sources.")
+        report.available[source] = sum(len(d.text) for _, d in items)
+    corpus_chars = min(report.available[s] / shares[s] for s in weights)
+    kept, kept_keys = [], []
+    for source, items in by_source.items():
+        budget, taken = shares[source] * corpus_chars, 0
+        for key, document in sorted(items, key=lambda item: (mixing_order(item[0]), item[1].text)):
+            if taken >= budget:
+                break
+            kept.append(document)
+            kept_keys.append(key)
+            taken += len(document.text)
+        report.taken[source] = taken
+        report.documents[source] = sum(1 for d in kept if d.source == source)
+    return kept, kept_keys, report
+
+
+def split_documents(documents: list[Document], keys: list[str],
+                    fractions: tuple[float, float, float]) -> dict[str, list[Document]]:
+    """Documents per split, decided by each document's cluster key."""
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-9:
+        raise ValueError(f"split fractions {fractions} must be three non-negative numbers (train, "
+                         f"validation, test) that sum to 1, e.g. (0.9, 0.05, 0.05).")
+    splits: dict[str, list[Document]] = {name: [] for name in SPLITS}
+    for key, document in zip(keys, documents):
+        splits[split_name(key, fractions)].append(document)
+    return splits
