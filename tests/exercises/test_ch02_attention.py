@@ -21,6 +21,18 @@ def test_stable_softmax_survives_huge_scores():
     torch.testing.assert_close(result, torch.softmax(scores, dim=-1))
 
 
+def test_stable_softmax_is_built_by_hand(monkeypatch):
+    scores = torch.randn(3, 4)
+    expected = torch.softmax(scores, dim=-1)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("build the softmax from torch.exp and sums, not torch.softmax")
+
+    for owner in (torch, F, torch.Tensor):
+        monkeypatch.setattr(owner, "softmax", forbidden)
+    torch.testing.assert_close(ex.stable_softmax(scores), expected)
+
+
 @pytest.mark.parametrize("length", [1, 2, 7])
 def test_causal_mask_matches_torch_is_causal(length):
     mask = ex.causal_mask(length)
