@@ -23,6 +23,7 @@ window (the tokens are still exactly those of generation without a cache).
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import torch
@@ -156,11 +157,26 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, temperature: float =
         with torch.no_grad():
             for _ in range(max_new_tokens):
                 chosen = next_token(_last_logits(model, tokens, cache), temperature, top_k, top_p, generator)
-                chosen = torch.where(finished, tokens[:, -1], chosen)  # (batch,): a finished row repeats its stop
+                if len(stops):
+                    chosen = torch.where(finished, tokens[:, -1], chosen)  # (batch,): a finished row repeats its stop
+                    finished |= torch.isin(chosen, stops)
                 tokens = torch.cat([tokens, chosen[:, None]], dim=1)  # (batch, time + 1)
-                finished |= torch.isin(chosen, stops)
-                if finished.all():
+                if len(stops) and finished.all():
                     break
     finally:
         model.train(was_training)
     return tokens
+
+
+def generation_seconds(model, idx: torch.Tensor, max_new_tokens: int, use_cache: bool, repeats: int = 3) -> float:
+    """Median wall time of a greedy `generate` (stop tokens off, so every run makes max_new_tokens)."""
+    times = []
+    for _ in range(repeats):
+        if idx.device.type == "cuda":
+            torch.cuda.synchronize(idx.device)
+        start = time.perf_counter()
+        generate(model, idx, max_new_tokens, temperature=0, use_cache=use_cache)
+        if idx.device.type == "cuda":
+            torch.cuda.synchronize(idx.device)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
