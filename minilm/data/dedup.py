@@ -29,8 +29,7 @@ from einops import rearrange
 
 from minilm.data.documents import Document
 
-MERSENNE_PRIME = (1 << 61) - 1  # hash values live modulo this prime
-HASH_MASK = (1 << 32) - 1  # shingle hashes and random coefficients are 32-bit, so products fit 64 bits
+MERSENNE_PRIME = (1 << 31) - 1  # hash values live modulo this prime; a * x < 2^62 fits in 64 bits
 WORD = re.compile(r"\w+")
 
 
@@ -57,16 +56,21 @@ def jaccard(a: set, b: set) -> float:
 
 
 def shingle_hash(shingle: str) -> int:
-    return int.from_bytes(hashlib.blake2b(shingle.encode("utf-8"), digest_size=4).digest(), "little")
+    """A shingle as a number below MERSENNE_PRIME."""
+    digest = hashlib.blake2b(shingle.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % MERSENNE_PRIME
 
 
 class MinHasher:
-    """k hash functions h_i(x) = (a_i x + b_i) mod p over 32-bit shingle hashes x."""
+    """k hash functions h_i(x) = (a_i x + b_i) mod p, p prime, 0 < a_i < p, over shingle hashes x < p.
+
+    (A random linear map modulo a prime scatters the shingles in a new random order for each i.)
+    """
 
     def __init__(self, num_perm: int = 128, seed: int = 0, chunk: int = 4096) -> None:
         rng = np.random.default_rng(seed)
-        self.a = rng.integers(1, HASH_MASK, size=num_perm, dtype=np.uint64)  # (k,)
-        self.b = rng.integers(0, HASH_MASK, size=num_perm, dtype=np.uint64)  # (k,)
+        self.a = rng.integers(1, MERSENNE_PRIME, size=num_perm, dtype=np.uint64)  # (k,)
+        self.b = rng.integers(0, MERSENNE_PRIME, size=num_perm, dtype=np.uint64)  # (k,)
         self.chunk = chunk  # shingles hashed at once (bounds memory for long documents)
 
     def signature(self, shingle_set: set[str]) -> np.ndarray:

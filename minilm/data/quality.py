@@ -37,7 +37,7 @@ class QualityThresholds:
 
 
 TEXT_THRESHOLDS = QualityThresholds()
-CODE_THRESHOLDS = QualityThresholds(min_chars=300, min_alpha_share=0.5, max_duplicate_line_share=0.4,
+CODE_THRESHOLDS = QualityThresholds(min_chars=300, min_alpha_share=0.5, max_duplicate_line_share=0.5,
                                     max_symbol_share=0.3)  # code has symbols and repeated short lines
 
 
@@ -52,11 +52,16 @@ def duplicate_line_share(text: str) -> float:
 
 
 def top_trigram_share(text: str) -> float:
+    """Share of words covered by the occurrences of the most frequent word 3-gram (if it repeats)."""
     words = WORD.findall(text.lower())
-    if len(words) < 3:
+    trigrams = list(zip(words, words[1:], words[2:]))
+    if not trigrams:
         return 0.0
-    count = Counter(zip(words, words[1:], words[2:])).most_common(1)[0][1]
-    return 3 * count / len(words) if count > 1 else 0.0
+    top, count = Counter(trigrams).most_common(1)[0]
+    if count < 2:
+        return 0.0
+    covered = {i + k for i, trigram in enumerate(trigrams) if trigram == top for k in range(3)}
+    return len(covered) / len(words)
 
 
 def symbol_share(text: str) -> float:
