@@ -97,7 +97,7 @@ def _from_theirs(names: list[MappedTensor], state: dict[str, torch.Tensor]) -> d
 
 
 def _to_theirs(names: list[MappedTensor], state: dict[str, torch.Tensor], config: GPTConfig) -> dict[str, torch.Tensor]:
-    qkv_sizes = [config.n_embd, config.n_kv_head * config.head_dim, config.n_kv_head * config.head_dim]
+    qkv_sizes = [config.n_embd, config.kv_heads * config.head_dim, config.kv_heads * config.head_dim]
     theirs = {}
     for tensor in names:
         value = state[tensor.ours]
@@ -124,7 +124,7 @@ def gpt2_config_from_hf(hf_config) -> GPTConfig:
              "minilm scales attention scores by 1/√head_dim only; this GPT-2 config scales them otherwise.")
     return GPTConfig(vocab_size=hf_config.vocab_size, context_length=hf_config.n_positions,
                      n_layer=hf_config.n_layer, n_head=hf_config.n_head, n_embd=hf_config.n_embd,
-                     family="gpt2", intermediate_size=hf_config.n_inner or 4 * hf_config.n_embd,
+                     family="gpt2", intermediate_size=hf_config.n_inner,
                      norm_eps=hf_config.layer_norm_epsilon, tie_embeddings=hf_config.tie_word_embeddings,
                      dropout=hf_config.resid_pdrop)
 
@@ -146,7 +146,7 @@ def _check_gpt2_shaped(config: GPTConfig) -> None:
     _require((config.position, config.norm, config.mlp, config.bias) == ("learned", "layernorm", "gelu", True),
              "only a GPT-2-style config (learned positions, LayerNorm, GELU, biases) maps onto GPT2LMHeadModel; "
              f"this one has position={config.position}, norm={config.norm}, mlp={config.mlp}, bias={config.bias}.")
-    _require(config.n_kv_head == config.n_head, "GPT2LMHeadModel has no grouped-query attention: set n_kv_head=None.")
+    _require(config.kv_heads == config.n_head, "GPT2LMHeadModel has no grouped-query attention: set n_kv_head=None.")
 
 
 def gpt2_state_dict_to_hf(model: GPT) -> dict[str, torch.Tensor]:
@@ -165,7 +165,7 @@ def to_hf_gpt2(model: GPT):
     c = model.config
     _check_gpt2_shaped(c)
     hf_config = GPT2Config(vocab_size=c.vocab_size, n_positions=c.context_length, n_embd=c.n_embd,
-                           n_layer=c.n_layer, n_head=c.n_head, n_inner=c.intermediate_size,
+                           n_layer=c.n_layer, n_head=c.n_head, n_inner=c.mlp_width,
                            activation_function="gelu_new", layer_norm_epsilon=c.norm_eps,
                            resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout,
                            tie_word_embeddings=c.tie_embeddings, bos_token_id=None, eos_token_id=None)
@@ -248,8 +248,8 @@ def to_hf_llama(model: GPT):
 
     c = model.config
     _check_llama_shaped(c)
-    hf_config = LlamaConfig(vocab_size=c.vocab_size, hidden_size=c.n_embd, intermediate_size=c.intermediate_size,
-                            num_hidden_layers=c.n_layer, num_attention_heads=c.n_head, num_key_value_heads=c.n_kv_head,
+    hf_config = LlamaConfig(vocab_size=c.vocab_size, hidden_size=c.n_embd, intermediate_size=c.mlp_width,
+                            num_hidden_layers=c.n_layer, num_attention_heads=c.n_head, num_key_value_heads=c.kv_heads,
                             head_dim=c.head_dim, max_position_embeddings=c.context_length, rms_norm_eps=c.norm_eps,
                             rope_parameters={"rope_type": "default", "rope_theta": c.rope_theta},
                             attention_bias=c.bias, mlp_bias=c.bias, attention_dropout=c.dropout,

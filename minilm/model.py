@@ -50,7 +50,10 @@ CHOICES = {"family": ("gpt2", "llama"), "position": ("learned", "sinusoidal", "r
 
 @dataclass
 class GPTConfig:
-    """Everything that fixes a GPT's shape; left as None, a choice takes its family's default."""
+    """Everything that fixes a GPT's shape. A family choice left as None takes the family's default
+    when the config is made (so `replace(config, family=...)` keeps the choices already filled in:
+    make a new GPTConfig to switch families); the two sizes left as None follow n_embd and n_head
+    (`mlp_width`, `kv_heads`)."""
 
     vocab_size: int = 256  # how many different tokens the model reads and predicts
     context_length: int = 128  # the most tokens it reads at once: positions 0..context_length-1
@@ -77,10 +80,6 @@ class GPTConfig:
         for name, value in FAMILY_DEFAULTS[self.family].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
-        if self.intermediate_size is None:
-            self.intermediate_size = 4 * self.n_embd if self.mlp == "gelu" else _swiglu_width(self.n_embd)
-        if self.n_kv_head is None:
-            self.n_kv_head = self.n_head
         self._validate()
 
     def _validate(self) -> None:
@@ -88,11 +87,11 @@ class GPTConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}.")
         for name in ("vocab_size", "context_length", "n_layer", "n_head", "n_embd", "intermediate_size", "n_kv_head"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive whole number, got {getattr(self, name)}.")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} must split evenly into n_head={self.n_head} heads.")
-        if self.n_head % self.n_kv_head:
+        if self.n_head % self.kv_heads:
             raise ValueError(f"n_head={self.n_head} must be a multiple of n_kv_head={self.n_kv_head}: "
                              f"each key/value head serves the same number of query heads.")
         if self.position == "rope" and self.head_dim % 2:
@@ -105,6 +104,21 @@ class GPTConfig:
     def head_dim(self) -> int:
         """Features per attention head."""
         return self.n_embd // self.n_head
+
+    # The two sizes below follow n_embd and n_head unless set, so they are worked out when read:
+    # `dataclasses.replace(config, n_embd=256)` then gets the MLP width of the new n_embd.
+
+    @property
+    def mlp_width(self) -> int:
+        """The MLP's hidden width: intermediate_size, else 4·n_embd (gelu) or ≈ 8/3·n_embd (swiglu)."""
+        if self.intermediate_size is not None:
+            return self.intermediate_size
+        return 4 * self.n_embd if self.mlp == "gelu" else _swiglu_width(self.n_embd)
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads: n_kv_head, else one per query head (plain multi-head attention)."""
+        return self.n_kv_head if self.n_kv_head is not None else self.n_head
 
     def to_dict(self) -> dict:
         """Every field, family defaults filled in: what a checkpoint stores."""
@@ -170,8 +184,8 @@ class GeluMLP(nn.Module):
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.up = nn.Linear(config.n_embd, config.intermediate_size, bias=config.bias)
-        self.out = nn.Linear(config.intermediate_size, config.n_embd, bias=config.bias)  # into the residual stream
+        self.up = nn.Linear(config.n_embd, config.mlp_width, bias=config.bias)
+        self.out = nn.Linear(config.mlp_width, config.n_embd, bias=config.bias)  # into the residual stream
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -184,9 +198,9 @@ class SwiGLU(nn.Module):
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.gate = nn.Linear(config.n_embd, config.intermediate_size, bias=config.bias)
-        self.up = nn.Linear(config.n_embd, config.intermediate_size, bias=config.bias)
-        self.out = nn.Linear(config.intermediate_size, config.n_embd, bias=config.bias)  # into the residual stream
+        self.gate = nn.Linear(config.n_embd, config.mlp_width, bias=config.bias)
+        self.up = nn.Linear(config.n_embd, config.mlp_width, bias=config.bias)
+        self.out = nn.Linear(config.mlp_width, config.n_embd, bias=config.bias)  # into the residual stream
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -206,7 +220,7 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.config = config
         self.layer_index = layer_index  # which slot of the KV cache is this layer's
-        kv_width = config.n_kv_head * config.head_dim
+        kv_width = config.kv_heads * config.head_dim
         self.qkv = nn.Linear(config.n_embd, config.n_embd + 2 * kv_width, bias=config.bias)  # [q | k | v]
         self.out = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # mixes the heads, into the residual
         self.dropout = nn.Dropout(config.dropout)
@@ -214,17 +228,17 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
                 cache: KVCache | None = None) -> torch.Tensor:
         c = self.config
-        q, k, v = self.qkv(x).split([c.n_embd, c.n_kv_head * c.head_dim, c.n_kv_head * c.head_dim], dim=-1)
+        q, k, v = self.qkv(x).split([c.n_embd, c.kv_heads * c.head_dim, c.kv_heads * c.head_dim], dim=-1)
         q = rearrange(q, "b t (h d) -> b h t d", h=c.n_head)  # (batch, heads, time, head_dim)
-        k = rearrange(k, "b t (h d) -> b h t d", h=c.n_kv_head)  # (batch, kv_heads, time, head_dim)
-        v = rearrange(v, "b t (h d) -> b h t d", h=c.n_kv_head)  # (batch, kv_heads, time, head_dim)
+        k = rearrange(k, "b t (h d) -> b h t d", h=c.kv_heads)  # (batch, kv_heads, time, head_dim)
+        v = rearrange(v, "b t (h d) -> b h t d", h=c.kv_heads)  # (batch, kv_heads, time, head_dim)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if cache is not None:
             k, v = cache.update(self.layer_index, k, v)  # (batch, kv_heads, cached + time, head_dim)
-        if c.n_kv_head != c.n_head:  # each key/value head serves n_head / n_kv_head query heads
-            k = repeat(k, "b h t d -> b (h g) t d", g=c.n_head // c.n_kv_head)  # (batch, heads, t_k, head_dim)
-            v = repeat(v, "b h t d -> b (h g) t d", g=c.n_head // c.n_kv_head)
+        if c.kv_heads != c.n_head:  # each key/value head serves n_head / n_kv_head query heads
+            k = repeat(k, "b h t d -> b (h g) t d", g=c.n_head // c.kv_heads)  # (batch, heads, t_k, head_dim)
+            v = repeat(v, "b h t d -> b (h g) t d", g=c.n_head // c.kv_heads)
         heads = self.attend(q, k, v)  # (batch, heads, time, head_dim)
         return self.dropout(self.out(rearrange(heads, "b h t d -> b t (h d)")))  # (batch, time, n_embd)
 
@@ -297,7 +311,7 @@ class GPT(nn.Module):
         """An empty KV cache for `batch` sequences of up to max_length (default: the context) tokens."""
         c = self.config
         weight = self.token_embedding.weight
-        return KVCache(c.n_layer, batch, c.n_kv_head, max_length or c.context_length, c.head_dim,
+        return KVCache(c.n_layer, batch, c.kv_heads, max_length or c.context_length, c.head_dim,
                        device=weight.device, dtype=weight.dtype)
 
     def _check_tokens(self, idx: torch.Tensor, start: int) -> None:
@@ -410,9 +424,9 @@ def flops_per_token(config: GPTConfig, sequence_length: int | None = None) -> di
     """
     c = config
     time = sequence_length or c.context_length
-    kv_width = c.n_kv_head * c.head_dim
+    kv_width = c.kv_heads * c.head_dim
     attention_weights = c.n_embd * (c.n_embd + 2 * kv_width) + c.n_embd * c.n_embd  # qkv and out
-    mlp_weights = (3 if c.mlp == "swiglu" else 2) * c.n_embd * c.intermediate_size
+    mlp_weights = (3 if c.mlp == "swiglu" else 2) * c.n_embd * c.mlp_width
     matmul_parameters = c.n_layer * (attention_weights + mlp_weights) + c.n_embd * c.vocab_size
     dense = 6 * matmul_parameters
     attention = 12 * c.n_layer * time * c.n_embd

@@ -1,6 +1,7 @@
 """minilm.model: the GPT's behaviour (causality, positions, batch independence, loss, init) and the
 seed model's three flaws, each shown by an experiment."""
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -60,6 +61,14 @@ def test_config_round_trips_through_a_dict_and_rejects_unknown_keys():
 def test_bad_configs_say_what_is_wrong(bad, message):
     with pytest.raises(ValueError, match=message):
         tiny(**bad)
+
+
+def test_replace_keeps_derived_sizes_in_step():
+    config = replace(tiny("llama"), n_embd=48, n_head=6)
+    model = GPT(config)
+    assert model.blocks[0].mlp.up.out_features == GPTConfig(n_embd=48, n_head=6, family="llama").mlp_width
+    assert config.kv_heads == 6
+    assert GPT(replace(tiny(), n_embd=64)).blocks[0].mlp.up.out_features == 4 * 64
 
 
 def test_presets_pick_the_size_and_take_overrides():

@@ -38,7 +38,7 @@ def test_llama_count_matches_hugging_face():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = CONFIGS["llama-gqa"]
-    theirs = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=config.intermediate_size,
+    theirs = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=config.mlp_width,
                                           num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2))
     assert count_parameters(GPT(config))["total"] == sum(p.numel() for p in theirs.parameters())
 
