@@ -39,6 +39,11 @@ GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|
 GPT2_SPLIT = regex.compile(GPT2_PATTERN)
 
 
+def progress_bar(iterable=None, enabled: bool = True, **options) -> tqdm:
+    """tqdm.auto's progress bar when `enabled` (TQDM_DISABLE=1 still silences it), else a silent one."""
+    return tqdm(iterable, **options) if enabled else tqdm(iterable, disable=True, **options)
+
+
 class Merge(NamedTuple):
     left: bytes  # the first token of the pair
     right: bytes  # the token that follows it
@@ -76,7 +81,7 @@ def count_pretokens(texts: Iterable[str], special_tokens: Iterable[str] = (),
     """How often each pre-token (as UTF-8 bytes) occurs in `texts`; special tokens are left out."""
     splitter = special_splitter(special_tokens)
     counts: Counter[str] = Counter()
-    for text in tqdm(texts, desc="pre-tokenising", unit=" docs", disable=not progress):
+    for text in progress_bar(texts, progress, desc="pre-tokenising", unit=" docs"):
         for plain in split_on_special(text, splitter)[::2]:
             counts.update(GPT2_SPLIT.findall(plain))
     return Counter({to_utf8(word): count for word, count in counts.items()})
@@ -155,7 +160,7 @@ def train_merges(pretoken_counts: Mapping[bytes, int], vocab_size: int, progress
     heap = [heap_entry(pair) for pair in pair_counts]
     heapq.heapify(heap)
     merges: list[Merge] = []
-    with tqdm(total=max(vocab_size - len(tokens), 0), desc="BPE merges", disable=not progress) as bar:
+    with progress_bar(None, progress, total=max(vocab_size - len(tokens), 0), desc="BPE merges") as bar:
         while len(tokens) < vocab_size and heap:
             negative_count, _, _, pair = heapq.heappop(heap)
             if pair_counts.get(pair) != -negative_count:

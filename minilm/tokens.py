@@ -33,9 +33,8 @@ from typing import Iterable
 import numpy as np
 import torch
 from datasets import DatasetDict
-from tqdm.auto import tqdm
-
 from minilm import bpe_train, tokenizer as tokenizer_module
+from minilm.bpe_train import progress_bar
 from minilm.cache import cached_artifact
 from minilm.data import END_OF_TEXT
 from minilm.runtime import choose_device
@@ -96,7 +95,7 @@ def write_stream(tokenizer: BPETokenizer | CharTokenizer, texts: Iterable[str], 
     stats = {"tokens": 0, "documents": 0, "bytes": 0}
     pending: list[int] = []
     with open(path, "wb") as file:
-        for text in tqdm(texts, desc=f"encoding {Path(path).stem}", unit=" docs", disable=not progress):
+        for text in progress_bar(texts, progress, desc=f"encoding {Path(path).stem}", unit=" docs"):
             pending += tokenizer.encode(text)
             pending.append(end_of_text)
             stats["documents"] += 1
