@@ -14,6 +14,7 @@ documents.
 from __future__ import annotations
 
 import ast
+import os
 import sysconfig
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -40,15 +41,16 @@ def stdlib_files(modules: Iterable[str] | None = None) -> list[Path]:
     root = stdlib_root()
     wanted = set(modules) if modules is not None else None
     files = []
-    for path in sorted(root.rglob("*.py")):
-        relative = path.relative_to(root)
-        if SKIPPED_FOLDERS.intersection(relative.parts) or relative.parts[0].startswith("config-"):
-            continue
-        top = relative.parts[0].removesuffix(".py")
-        if top.startswith("_sysconfigdata") or (wanted is not None and top not in wanted):
-            continue
-        files.append(path)
-    return files
+    for folder, subfolders, names in os.walk(root):
+        relative = Path(folder).relative_to(root)
+        subfolders[:] = [name for name in subfolders if name not in SKIPPED_FOLDERS
+                         and not (relative == Path(".") and name.startswith("config-"))
+                         and (wanted is None or relative != Path(".") or name in wanted)]
+        for name in names:
+            top = relative.parts[0] if relative.parts else name.removesuffix(".py")
+            if name.endswith(".py") and not top.startswith("_sysconfigdata") and (wanted is None or top in wanted):
+                files.append(Path(folder) / name)
+    return sorted(files)
 
 
 def docstrings(source: str) -> Iterator[tuple[str, str, int]]:
