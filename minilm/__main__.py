@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ["minilm.report"]
+COMMAND_MODULES = ["minilm.report", "minilm.cli"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,151 @@
+"""The command line of chapter 4: train a model, then let it write.
+
+    python -m minilm train --preset cpu --data stories --family gpt2 --size tiny --steps 1500 --out runs/stories
+    python -m minilm generate --checkpoint runs/stories --prompt "Once, a brave fox" --temperature 0.8 --top-k 40
+
+`train` builds chapter 1's corpus and tokenizer, chapter 3's model, and runs chapter 4's loop,
+saving a checkpoint (with its tokenizer) in --out; run it again with --resume to continue an
+interrupted run. `generate` loads a checkpoint and continues a prompt. Every size not given on the
+command line comes from the preset's recipe (minilm.train.RECIPES).
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+import torch
+
+from minilm.checkpoint import load_checkpoint
+from minilm.data import END_OF_TEXT, CorpusConfig, build_corpus
+from minilm.model import GPT, count_parameters
+from minilm.presets import PRESETS, choose, current_preset
+from minilm.runtime import choose_device, seed_everything
+from minilm.tokens import prepare_tokens
+from minilm.train import MODEL_SIZES, RECIPES, SampleEvery, TokenBatches, model_config, train
+
+DATA_SOURCES = {  # --data -> chapter 1's sources and their shares (None: chapter 1's default mix)
+    "stories": {"stories": 1.0},
+    "prose": {"prose": 1.0},
+    "code": {"code": 1.0},
+    "mixed": None,
+}
+
+TRAIN_EXAMPLES = """examples:
+  python -m minilm train --preset smoke --out runs/first          a few seconds, to see it work
+  python -m minilm train --data stories --size tiny --steps 1500 --out runs/stories
+  python -m minilm train --data stories --size tiny --steps 1500 --out runs/stories --resume
+  python -m minilm generate --checkpoint runs/stories --prompt "Once, a brave fox"
+"""
+
+GENERATE_EXAMPLES = """examples:
+  python -m minilm generate --checkpoint runs/stories
+  python -m minilm generate --checkpoint runs/stories --prompt "Long ago, a shy cat" --temperature 0.8 --top-k 40
+  python -m minilm generate --checkpoint runs/stories --temperature 0 --max-new-tokens 60     greedy: always the likeliest token
+"""
+
+
+def add_command(subparsers) -> None:
+    """Add `train` and `generate` to `python -m minilm`."""
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = subparsers.add_parser(
+        "train", help="train a language model and save a checkpoint",
+        description="Train a GPT on one of chapter 1's corpora and save a checkpoint in --out. Sizes "
+                    "you leave out come from the preset (smoke: seconds, cpu: minutes on a laptop, "
+                    "gpu: one GPU).", epilog=TRAIN_EXAMPLES, formatter_class=formatter)
+    parser.add_argument("--out", required=True, metavar="FOLDER",
+                        help="where to save the checkpoint (weights, optimizer, tokenizer, history)")
+    parser.add_argument("--preset", choices=PRESETS, help="run size (default: $MINILM_PRESET, else gpu with "
+                        "CUDA, else cpu)")
+    parser.add_argument("--data", choices=DATA_SOURCES, default="stories",
+                        help="what to learn from: the story world (its best possible loss is known exactly), "
+                             "the standard library's docstrings (prose) or source (code), or chapter 1's mix "
+                             "(default: stories)")
+    parser.add_argument("--family", choices=("gpt2", "llama"), default="gpt2",
+                        help="model style: gpt2 (learned positions, LayerNorm, GELU) or llama (RoPE, RMSNorm, "
+                             "SwiGLU) (default: gpt2)")
+    parser.add_argument("--size", choices=MODEL_SIZES, help="model size, from nano (1 layer, 32 wide) to "
+                        "gpt2-small (12 layers, 768 wide, 124M parameters) (default: the preset's)")
+    parser.add_argument("--steps", type=int, help="optimizer steps (default: the preset's)")
+    parser.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
+    parser.add_argument("--batch-size", type=int, help="sequences per step (default: the preset's)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed for the weights and batches (default: 0)")
+    parser.add_argument("--device", help="cuda, mps or cpu (default: $MINILM_DEVICE, else the best there is)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run saved in --out (give the same options as when it started)")
+    parser.set_defaults(run=run_train)
+
+    parser = subparsers.add_parser(
+        "generate", help="let a trained model continue a prompt",
+        description="Load a checkpoint saved by `train` and let the model write, one token at a time.",
+        epilog=GENERATE_EXAMPLES, formatter_class=formatter)
+    parser.add_argument("--checkpoint", required=True, metavar="FOLDER", help="the --out folder of a training run")
+    parser.add_argument("--prompt", default="", help="the text to continue (default: none, a fresh start)")
+    parser.add_argument("--max-new-tokens", type=int, default=150, help="the most tokens to add (default: 150)")
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="randomness: 0 always takes the likeliest token, 1 samples the model's own "
+                             "probabilities, above 1 is wilder (default: 1.0)")
+    parser.add_argument("--top-k", type=int, help="sample only among the k likeliest tokens (default: all)")
+    parser.add_argument("--top-p", type=float, help="sample only among the likeliest tokens that together "
+                        "hold probability p, e.g. 0.9 (default: all)")
+    parser.add_argument("--samples", type=int, default=1, help="how many continuations to write (default: 1)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed writes the same text")
+    parser.add_argument("--device", help="cuda, mps or cpu (default: $MINILM_DEVICE, else the best there is)")
+    parser.set_defaults(run=run_generate)
+
+
+def train_config_for(args, recipe):
+    """The preset's TrainConfig with the command line's changes; warm-up and evaluation scale with --steps."""
+    config = replace(recipe.train, context_length=MODEL_SIZES[args.size or recipe.size].context_length,
+                     seed=args.seed)
+    if args.steps:
+        share = args.steps / recipe.train.steps
+        config = replace(config, steps=args.steps, warmup_steps=round(recipe.train.warmup_steps * share),
+                         eval_every=max(1, round(recipe.train.eval_every * share)))
+    if args.lr:
+        config = replace(config, lr=args.lr, min_lr=args.lr / 10)
+    if args.batch_size:
+        config = replace(config, batch_size=args.batch_size)
+    return config
+
+
+def run_train(args) -> None:
+    preset = args.preset or current_preset()
+    recipe = choose(RECIPES, preset)
+    corpus_config = CorpusConfig.for_preset(preset, stories=recipe.stories)
+    if DATA_SOURCES[args.data] is not None:
+        corpus_config = replace(corpus_config, sources=DATA_SOURCES[args.data])
+    tokens = prepare_tokens(build_corpus(corpus_config), recipe.vocab_size)
+    config = train_config_for(args, recipe)
+    device = choose_device(args.device)
+    seed_everything(config.seed)
+    model = GPT(model_config(args.size or recipe.size, tokens.tokenizer.vocab_size, args.family)).to(device)
+    print(f"{args.data} corpus: {len(tokens.streams['train']):,} training tokens; model: "
+          f"{count_parameters(model)['total']:,} parameters on {device}; {config.steps} steps of "
+          f"{config.tokens_per_step:,} tokens")
+    sampler = SampleEvery(tokens.tokenizer, config.eval_every, max_new_tokens=60)
+    history = train(model, TokenBatches(tokens.streams, config, device), config, args.out, resume=args.resume,
+                    tokenizer=tokens.tokenizer, callbacks=[sampler])
+    final = history[-1]
+    print(f"step {final['step']}: train loss {final.get('train_loss', float('nan')):.3f}, validation loss "
+          f"{final.get('val_loss', float('nan')):.3f} nats per token")
+    print(f"checkpoint saved in {args.out}; try: python -m minilm generate --checkpoint {args.out}")
+
+
+def run_generate(args) -> None:
+    checkpoint = load_checkpoint(args.checkpoint, choose_device(args.device))
+    tokenizer, model = checkpoint.tokenizer, checkpoint.model
+    if tokenizer is None:
+        raise ValueError(f"{args.checkpoint} was saved without a tokenizer, so its tokens cannot be turned "
+                         f"into text; save it with save_checkpoint(..., tokenizer=...).")
+    end_of_text = tokenizer.special_tokens[END_OF_TEXT]
+    prompt = [end_of_text] + tokenizer.encode(args.prompt)  # every training document began after END_OF_TEXT
+    prompt = prompt[-model.config.context_length:]
+    device = next(model.parameters()).device
+    idx = torch.tensor([prompt] * args.samples, device=device)  # (samples, prompt tokens)
+    out = model.generate(idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                         top_p=args.top_p, stop_tokens=[end_of_text], seed=args.seed)
+    for row in out.tolist():
+        text = tokenizer.decode(row[len(prompt):]).split(END_OF_TEXT)[0]
+        print(args.prompt + text)
+        if args.samples > 1:
+            print("---")
