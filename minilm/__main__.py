@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ["minilm.report", "minilm.cli"]
+COMMAND_MODULES = ["minilm.report", "minilm.cli", "minilm.serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:
