@@ -101,29 +101,39 @@ def merge_pair(word: list[int], left: int, right: int, new: int) -> list[int]:
 
 
 def merge_pair_counting(word: list[int], pair: tuple[int, int], new: int, count: int,
-                        changes: Counter[tuple[int, int]]) -> list[int]:
+                        changes: Counter[tuple[int, int]], gained: list[tuple[int, int]]) -> list[int]:
     """merge_pair, also adding to `changes` how the counts of the neighbouring pairs change.
 
     Around each (left, right) -> new: the pair (before, left) becomes (before, new) and
-    (right, after) becomes (new, after), each `count` times. `before` is read from the merged
-    output, so in "a b a b" the second merge sees (new, a) become (new, new), not (b, a) again.
-    The merged pair itself is not counted here: the trainer drops it as a whole.
+    (right, after) becomes (new, after), each `count` times; the new pairs are appended to `gained`.
+    `before` is read from the merged output, so in "a b a b" the second merge sees (new, a) become
+    (new, new), not (b, a) again. The merged pair itself is not counted: the trainer drops it whole.
     """
     left, right = pair
-    merged, i, end = [], 0, len(word) - 1
-    while i < len(word):
-        if i < end and word[i] == left and word[i + 1] == right:
-            if merged:
-                changes[merged[-1], left] -= count
-                changes[merged[-1], new] += count
-            if i + 2 <= end:
-                changes[right, word[i + 2]] -= count
-                changes[new, word[i + 2]] += count
-            merged.append(new)
-            i += 2
-        else:
-            merged.append(word[i])
-            i += 1
+    merged, start, last = [], 0, len(word) - 1
+    while True:
+        try:
+            i = word.index(left, start, last)  # the next `left` that has a token after it
+        except ValueError:
+            break
+        if word[i + 1] != right:
+            merged += word[start:i + 1]
+            start = i + 1
+            continue
+        merged += word[start:i]
+        if merged:
+            before = merged[-1]
+            changes[before, left] -= count
+            changes[before, new] += count
+            gained.append((before, new))
+        if i + 2 <= last:
+            after = word[i + 2]
+            changes[right, after] -= count
+            changes[new, after] += count
+            gained.append((new, after))
+        merged.append(new)
+        start = i + 2
+    merged += word[start:]
     return merged
 
 
@@ -176,11 +186,10 @@ def train_merges(pretoken_counts: Mapping[bytes, int], vocab_size: int, progress
                 bar.update()
             changes: Counter[tuple[int, int]] = Counter()  # pair -> how much its count changes
             for index in pair_words.pop(pair):  # may hold words that lost the pair since: no harm
-                merged_word = merge_pair_counting(words[index], pair, new, word_counts[index], changes)
-                for neighbours in zip(merged_word, merged_word[1:]):
-                    if new in neighbours:  # every pair this merge creates contains the new token
-                        pair_words.setdefault(neighbours, set()).add(index)
-                words[index] = merged_word
+                gained: list[tuple[int, int]] = []
+                words[index] = merge_pair_counting(words[index], pair, new, word_counts[index], changes, gained)
+                for neighbours in gained:
+                    pair_words.setdefault(neighbours, set()).add(index)
             del pair_counts[pair]
             changes.pop(pair, None)  # an overlapping repeat, (a, a) in "a a a": dropped with the pair
             for changed, change in changes.items():
