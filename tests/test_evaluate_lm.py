@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from minilm.evaluate.lm import (bits_per_byte, entropy_floor, gap_to_floor, loss_by_position, perplexity,
-                                token_losses, windows)
+                                sliding_window_loss, token_losses, windows)
 
 
 class PositionalLookup(torch.nn.Module):
@@ -33,6 +33,21 @@ def test_windows_cut_the_stream_without_overlap():
     assert windows(np.arange(23, dtype=np.uint16), 5, max_windows=2)[0].shape == (2, 5)
     with pytest.raises(ValueError, match="too few for one window"):
         windows([1, 2, 3], block_size=5)
+
+
+def test_overlapping_windows_count_every_token_once():
+    ids = list(range(30))
+    inputs, targets = windows(ids, block_size=8, stride=3)
+    assert [row.tolist() for row in inputs] == [ids[s:s + 8] for s in range(0, 22, 3)]
+    assert torch.equal(targets, inputs + 1)
+    # Score each target by its own index: counting each of 1..last exactly once gives their mean.
+    last = int(targets[-1, -1])
+    assert sliding_window_loss(targets.float(), stride=3) == pytest.approx(np.mean(range(1, last + 1)))
+    assert sliding_window_loss(windows(ids, 8)[1].float(), stride=8) == pytest.approx(np.mean(range(1, 25)))
+    with pytest.raises(ValueError, match="stride"):
+        windows(ids, block_size=8, stride=9)
+    with pytest.raises(ValueError, match="stride"):
+        sliding_window_loss(targets.float(), stride=0)
 
 
 def test_windows_read_a_token_stream(tmp_path):

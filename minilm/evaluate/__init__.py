@@ -13,7 +13,7 @@ from minilm.evaluate.calibration import (ReliabilityDiagram, expected_calibratio
                                          plot_reliability, reliability)
 from minilm.evaluate.diversity import distinct_n, ngrams, repetition_rate
 from minilm.evaluate.lm import (EntropyFloor, FloorGap, bits_per_byte, entropy_floor, gap_to_floor,
-                                loss_by_position, perplexity, token_losses, windows)
+                                loss_by_position, perplexity, sliding_window_loss, token_losses, windows)
 from minilm.evaluate.memorisation import SharedNgram, SuffixIndex, suffix_array
 from minilm.evaluate.ngram import KneserNeyLM, OrderChoice, UnigramLM, choose_order
 from minilm.evaluate.rouge import RougeScore, lcs_length, mean_rouge_l, rouge_l
@@ -23,4 +23,4 @@ __all__ = ["BleuScore", "EntropyFloor", "FloorGap", "KneserNeyLM", "OrderChoice"
            "choose_order", "clipped_matches", "corpus_bleu", "distinct_n", "entropy_floor",
            "expected_calibration_error", "gap_to_floor", "lcs_length", "loss_by_position", "mean_rouge_l",
            "next_token_confidences", "ngrams", "perplexity", "plot_reliability", "reliability",
-           "repetition_rate", "rouge_l", "suffix_array", "token_losses", "windows"]
+           "repetition_rate", "rouge_l", "sliding_window_loss", "suffix_array", "token_losses", "windows"]

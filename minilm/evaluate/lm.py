@@ -9,6 +9,7 @@ another way:
     perplexity(loss)                                     # e^loss: "as unsure as a fair die with this many sides"
     bits_per_byte(loss, n_tokens, n_bytes)               # per byte of text: comparable across tokenizers
     loss_by_position(losses)                             # (block_size,) how much more context helps
+    sliding_window_loss(token_losses(model, ids, 128, stride=64), stride=64)   # every token with ≥ 64 of context
 
 The story source of chapter 1 knows the exact probability of every story it writes, so the best loss
 any model could reach is known too. Its entropy floor is the stories' total information (the sum of
@@ -43,32 +44,36 @@ def _as_id_tensor(ids) -> torch.Tensor:
     return tensor
 
 
-def windows(ids, block_size: int, max_windows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cut a token sequence into non-overlapping windows: inputs and their next-token targets.
+def windows(ids, block_size: int, max_windows: int | None = None,
+            stride: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cut a token sequence into windows of block_size inputs and their next-token targets.
 
-    Window w reads ids[w·T : w·T + T] and predicts ids[w·T + 1 : w·T + T + 1] (T = block_size), so
-    every token but the first is predicted exactly once, and position t of a window has seen t
-    tokens of context. `ids` may be a list, an array, a tensor or a TokenStream (chapter 1); only
-    the tokens the windows need are read. Returns (inputs, targets), each (windows, block_size) int64.
+    Window w reads ids[w·S : w·S + T] and predicts ids[w·S + 1 : w·S + T + 1] (T = block_size,
+    S = stride). With the default stride S = T the windows do not overlap: every token but the
+    first is predicted exactly once, and position t of a window has seen t tokens of context.
+    A smaller stride overlaps them (see `sliding_window_loss`). `ids` may be a list, an array, a
+    tensor or a TokenStream (chapter 1); only the tokens the windows need are read.
+    Returns (inputs, targets), each (windows, block_size) int64.
     """
     ids = getattr(ids, "tokens", ids)  # a TokenStream keeps its ids in .tokens (a memmap)
-    if block_size < 1:
-        raise ValueError(f"block_size must be at least 1, got {block_size}.")
-    count = (len(ids) - 1) // block_size
-    if count < 1:
+    stride = block_size if stride is None else stride
+    if block_size < 1 or not 1 <= stride <= block_size:
+        raise ValueError(f"need block_size >= 1 and 1 <= stride <= block_size, got {block_size} and {stride}.")
+    if len(ids) < block_size + 1:
         raise ValueError(f"{len(ids)} tokens are too few for one window of block_size={block_size} "
                          f"(it needs block_size + 1 tokens); give more tokens or a smaller block_size.")
+    count = (len(ids) - 1 - block_size) // stride + 1
     if max_windows is not None:
         count = min(count, max_windows)
-    ids = _as_id_tensor(ids[: count * block_size + 1])  # (windows·T + 1,)
-    inputs = rearrange(ids[:-1], "(w t) -> w t", t=block_size)  # (windows, T)
-    targets = rearrange(ids[1:], "(w t) -> w t", t=block_size)  # (windows, T)
-    return inputs, targets
+    ids = _as_id_tensor(ids[: (count - 1) * stride + block_size + 1])  # only the tokens the windows read
+    spans = ids.unfold(0, block_size + 1, stride)  # (windows, T + 1)
+    return spans[:, :-1], spans[:, 1:]  # (windows, T) each
 
 
 @torch.no_grad()
 def batched_logits(model: torch.nn.Module, ids, block_size: int, batch_size: int = 16,
-                   max_windows: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                   max_windows: int | None = None,
+                   stride: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Run `model` over the windows of `ids`, yielding (logits, targets) one batch at a time.
 
     logits is (batch, block_size, vocab) in float32, targets (batch, block_size), both on the
@@ -76,7 +81,7 @@ def batched_logits(model: torch.nn.Module, ids, block_size: int, batch_size: int
     with logits for every position (the course's GPT does). It runs in eval mode (no dropout) and
     is put back in the mode it was in.
     """
-    inputs, targets = windows(ids, block_size, max_windows)
+    inputs, targets = windows(ids, block_size, max_windows, stride)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -94,10 +99,10 @@ def batched_logits(model: torch.nn.Module, ids, block_size: int, batch_size: int
 
 
 def token_losses(model: torch.nn.Module, ids, block_size: int, batch_size: int = 16,
-                 max_windows: int | None = None) -> torch.Tensor:
-    """−ln p(target | context) for every predicted token: (windows, block_size) float32 on the CPU."""
+                 max_windows: int | None = None, stride: int | None = None) -> torch.Tensor:
+    """−ln p(target | context) for every target of every window: (windows, block_size) float32 on the CPU."""
     rows = []
-    for logits, targets in batched_logits(model, ids, block_size, batch_size, max_windows):
+    for logits, targets in batched_logits(model, ids, block_size, batch_size, max_windows, stride):
         flat = F.cross_entropy(rearrange(logits, "b t v -> (b t) v"), rearrange(targets, "b t -> (b t)"),
                                reduction="none")  # (batch·T,)
         rows.append(rearrange(flat, "(b t) -> b t", t=block_size).cpu())  # (batch, T)
@@ -109,6 +114,20 @@ def loss_by_position(losses: torch.Tensor) -> torch.Tensor:
     if losses.dim() != 2:
         raise ValueError(f"expected token losses of shape (windows, block_size), got {tuple(losses.shape)}.")
     return losses.mean(dim=0)  # (T,)
+
+
+def sliding_window_loss(losses: torch.Tensor, stride: int) -> float:
+    """The mean loss with every token counted once, from `token_losses(..., stride=stride)`.
+
+    Non-overlapping windows make the first tokens of each window guess with almost no context. With
+    overlapping windows (stride S < T) only the last S targets of each window are new, and each of
+    them has seen at least T − S tokens; the first window counts all of its targets.
+    """
+    if losses.dim() != 2 or not 1 <= stride <= losses.shape[1]:
+        raise ValueError(f"expected token losses (windows, block_size) and 1 <= stride <= block_size, "
+                         f"got shape {tuple(losses.shape)} and stride {stride}.")
+    counted = torch.cat([losses[0], losses[1:, -stride:].flatten()])  # (tokens,) each target once
+    return counted.mean().item()
 
 
 def perplexity(loss_nats: float) -> float:
