@@ -307,8 +307,8 @@ def train(model: torch.nn.Module, batches, config: TrainConfig, out_dir: str | P
         history, start = state.history, state.step
     else:
         if out_dir is not None and has_checkpoint(out_dir):
-            raise CheckpointError(f"{out_dir} already holds a checkpoint; pass resume=True to continue "
-                                  f"it, or choose another out_dir.")
+            raise CheckpointError(f"{out_dir} already holds a checkpoint; pass resume=True (on the command "
+                                  f"line: --resume) to continue it, or choose another out_dir.")
         torch.manual_seed(config.seed)  # dropout's randomness; the data has its own seeds
         start = 0
     forward = torch.compile(model) if config.compile else model
