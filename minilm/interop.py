@@ -48,7 +48,8 @@ class MappedTensor:
     transposed: bool = False  # GPT-2's Conv1D stores (in, out), nn.Linear (out, in)
 
 
-def _gpt2_tensors(config: GPTConfig) -> list[MappedTensor]:
+def gpt2_tensor_map(config: GPTConfig) -> list[MappedTensor]:
+    """Every tensor of a GPT-2-style minilm model and the GPT2LMHeadModel tensor it comes from."""
     names = [MappedTensor("token_embedding.weight", ("transformer.wte.weight",)),
              MappedTensor("positions.table.weight", ("transformer.wpe.weight",)),
              MappedTensor("final_norm.weight", ("transformer.ln_f.weight",)),
@@ -65,7 +66,8 @@ def _gpt2_tensors(config: GPTConfig) -> list[MappedTensor]:
     return names
 
 
-def _llama_tensors(config: GPTConfig) -> list[MappedTensor]:
+def llama_tensor_map(config: GPTConfig) -> list[MappedTensor]:
+    """Every tensor of a Llama-style minilm model and the LlamaForCausalLM tensors it comes from."""
     names = [MappedTensor("token_embedding.weight", ("model.embed_tokens.weight",)),
              MappedTensor("final_norm.weight", ("model.norm.weight",))]
     if not config.tie_embeddings:
@@ -132,7 +134,7 @@ def gpt2_config_from_hf(hf_config) -> GPTConfig:
 def gpt2_state_dict_from_hf(hf_model) -> dict[str, torch.Tensor]:
     """minilm's state dict from a GPT2LMHeadModel (its tensors copied, renamed, Conv1D transposed)."""
     config = gpt2_config_from_hf(hf_model.config)
-    return _from_theirs(_gpt2_tensors(config), hf_model.state_dict())
+    return _from_theirs(gpt2_tensor_map(config), hf_model.state_dict())
 
 
 def load_hf_gpt2(hf_model) -> GPT:
@@ -152,7 +154,7 @@ def _check_gpt2_shaped(config: GPTConfig) -> None:
 def gpt2_state_dict_to_hf(model: GPT) -> dict[str, torch.Tensor]:
     """A GPT2LMHeadModel state dict from a GPT-2-style minilm model (the tied head included)."""
     _check_gpt2_shaped(model.config)
-    state = _to_theirs(_gpt2_tensors(model.config), model.state_dict(), model.config)
+    state = _to_theirs(gpt2_tensor_map(model.config), model.state_dict(), model.config)
     if model.config.tie_embeddings:
         state["lm_head.weight"] = state["transformer.wte.weight"]
     return state
@@ -217,7 +219,7 @@ def llama_config_from_hf(hf_config) -> GPTConfig:
 def llama_state_dict_from_hf(hf_model) -> dict[str, torch.Tensor]:
     """minilm's state dict from a LlamaForCausalLM (q, k, v stacked into one qkv layer)."""
     config = llama_config_from_hf(hf_model.config)
-    return _from_theirs(_llama_tensors(config), hf_model.state_dict())
+    return _from_theirs(llama_tensor_map(config), hf_model.state_dict())
 
 
 def load_hf_llama(hf_model) -> GPT:
@@ -236,7 +238,7 @@ def _check_llama_shaped(config: GPTConfig) -> None:
 def llama_state_dict_to_hf(model: GPT) -> dict[str, torch.Tensor]:
     """A LlamaForCausalLM state dict from a Llama-style minilm model (qkv split into q, k, v)."""
     _check_llama_shaped(model.config)
-    state = _to_theirs(_llama_tensors(model.config), model.state_dict(), model.config)
+    state = _to_theirs(llama_tensor_map(model.config), model.state_dict(), model.config)
     if model.config.tie_embeddings:
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
     return state
