@@ -247,10 +247,10 @@ def likely_cause(step: int, lr: float, recent_grad_norms: list[float], config: T
             f"NaN: lower lr or lengthen warmup_steps")
 
 
-def optimizer_step(model, forward, optimizer, get_batch: BatchFn, step: int, config: TrainConfig,
+def optimizer_step(model, forward, optimizer, get_batch: BatchFn, step: int, lr: float, config: TrainConfig,
                    process: Process, autocast, recent_grad_norms: list[float]) -> dict:
-    """One optimizer step over `accumulation` micro-batches; returns its loss, lr and gradient norm."""
-    lr = learning_rate(step, config)
+    """One optimizer step at learning rate `lr` over `accumulation` micro-batches; returns its
+    loss, lr and gradient norm."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     device = next(model.parameters()).device
@@ -271,6 +271,32 @@ def optimizer_step(model, forward, optimizer, get_batch: BatchFn, step: int, con
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return {"step": step + 1, "lr": lr, "train_loss": loss_value, "grad_norm": grad_norm}
+
+
+def lr_range_test(model: torch.nn.Module, batches, config: TrainConfig, start: float = 1e-5, end: float = 1.0,
+                  steps: int = 100) -> list[dict]:
+    """Raise the learning rate exponentially from `start` to `end`, one step each; record the losses.
+
+    The loss first barely moves (too small a rate), then falls fastest, then turns up and explodes.
+    A good peak rate sits a little below where the fall is steepest. Stops once the loss exceeds
+    four times its best, or stops being a number. Trains `model` in place: use a fresh copy.
+    """
+    get_batch = as_batch_function(batches)
+    optimizer = make_optimizer(model, config)
+    autocast = autocast_context(config.precision, next(model.parameters()).device)
+    model.train()
+    records: list[dict] = []
+    for step in range(steps):
+        lr = start * (end / start) ** (step / max(1, steps - 1))  # evenly spaced on a log scale
+        try:
+            record = optimizer_step(model, model, optimizer, get_batch, step, lr, config, Process(), autocast, [])
+        except NonFiniteLossError:
+            break
+        records.append(record)
+        if record["train_loss"] > 4 * min(r["train_loss"] for r in records):
+            break
+    model.eval()
+    return records
 
 
 def check_resumable(saved: dict, config: TrainConfig) -> None:
@@ -327,7 +353,8 @@ def train(model: torch.nn.Module, batches, config: TrainConfig, out_dir: str | P
     for step in range(start, config.steps):
         began = time.perf_counter()
         recent = [r["grad_norm"] for r in history[-20:] if "grad_norm" in r]
-        record = optimizer_step(model, forward, optimizer, get_batch, step, config, process, autocast, recent)
+        record = optimizer_step(model, forward, optimizer, get_batch, step, learning_rate(step, config), config,
+                                process, autocast, recent)
         elapsed = time.perf_counter() - began
         tokens += config.tokens_per_step * process.world_size
         seconds += elapsed

@@ -10,7 +10,7 @@ from torch import nn
 from minilm.checkpoint import CheckpointError
 from minilm.model import GPT, GPTConfig, RMSNorm
 from minilm.train import (NonFiniteLossError, Process, TrainConfig, clip_grad_norm, decay_split,
-                          learning_rate, make_optimizer, train)
+                          learning_rate, lr_range_test, make_optimizer, train)
 
 VOCAB = 29
 
@@ -216,3 +216,12 @@ def test_bad_settings_are_explained(changes, message):
 def test_batches_must_be_a_function_or_have_get_batch():
     with pytest.raises(TypeError, match="get_batch"):
         train(tiny_gpt(), [1, 2, 3], small_config())
+
+
+def test_lr_range_test_sweeps_upwards_and_stops_when_the_loss_explodes():
+    records = lr_range_test(
+        tiny_gpt(), FixedBatches(4), small_config(grad_clip=0.0), start=1e-4, end=1e3, steps=60)
+    rates = [r["lr"] for r in records]
+    assert rates[0] == pytest.approx(1e-4) and all(a < b for a, b in zip(rates, rates[1:]))
+    assert len(records) < 60  # a learning rate of 1000 cannot train anything: it stopped early
+    assert min(r["train_loss"] for r in records) < records[0]["train_loss"]  # somewhere in between, it learned
