@@ -22,7 +22,7 @@ from typing import Callable
 from minilm.data.documents import Document
 
 EXAMPLES_KEPT = 3  # before/after examples each step keeps for its report
-EXAMPLE_WINDOW = 80  # characters shown around the first change
+EXAMPLE_WINDOW = 160  # characters shown around the first change
 
 
 def normalize_nfc(text: str) -> str:

@@ -41,9 +41,9 @@ from minilm.presets import choose
 
 BUILT_IN_SOURCES = ("prose", "code", "stories", "files")
 # The standard-library modules the smoke preset reads (a few seconds instead of a minute);
-# they include near duplicates (posixpath/ntpath/genericpath, urllib.parse, statistics).
+# they include near duplicates (urllib.parse, statistics) and licence headers (tomllib).
 SMOKE_MODULES = ("posixpath", "ntpath", "genericpath", "json", "textwrap", "statistics", "fractions",
-                 "urllib", "string", "heapq", "bisect", "shlex", "calendar")
+                 "urllib", "string", "heapq", "bisect", "shlex", "calendar", "tomllib")
 PRESET_SIZES = {
     "smoke": {"stories": 400, "stdlib_modules": SMOKE_MODULES},
     "cpu": {"stories": 5000, "stdlib_modules": None},

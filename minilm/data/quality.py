@@ -32,7 +32,7 @@ class QualityThresholds:
     max_chars: int = 100_000  # longer ones are usually generated data, not writing
     min_alpha_share: float = 0.7  # prose is mostly letters
     max_duplicate_line_share: float = 0.3  # Gopher drops documents with over 30% duplicate lines
-    max_top_trigram_share: float = 0.2  # Gopher allows 0.18 of characters; short texts need slack
+    max_top_trigram_share: float = 0.3  # Gopher: 0.18 on long web pages; short docstrings need slack
     max_symbol_share: float = 0.1  # markup, tables and code fragments in prose
 
 
