@@ -470,7 +470,7 @@ def course_model(preset: str | None = None, device: torch.device | str | None = 
         raise ValueError(f"a story takes {longest} tokens, more than the context of {recipe.train.context_length}; "
                          f"raise the context_length of the {preset} recipe.")
     config = model_config(recipe.size, tokens.tokenizer.vocab_size)
-    device = choose_device(device)
+    device = choose_device(None if device is None else str(device))
 
     def build(folder: Path) -> None:
         seed_everything(recipe.train.seed)
