@@ -50,7 +50,7 @@ def windows(ids, block_size: int, max_windows: int | None = None,
 
     Window w reads ids[w·S : w·S + T] and predicts ids[w·S + 1 : w·S + T + 1] (T = block_size,
     S = stride). With the default stride S = T the windows do not overlap: every token but the
-    first is predicted exactly once, and position t of a window has seen t tokens of context.
+    first is predicted exactly once, and the target at position t is guessed from t + 1 tokens.
     A smaller stride overlaps them (see `sliding_window_loss`). `ids` may be a list, an array, a
     tensor or a TokenStream (chapter 1); only the tokens the windows need are read.
     Returns (inputs, targets), each (windows, block_size) int64.

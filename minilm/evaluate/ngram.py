@@ -137,13 +137,15 @@ class KneserNeyLM:
         for k, level in enumerate(levels[:len(context) + 1]):
             yield level, (context[len(context) - k:] if k else ())
 
+    def _prob(self, levels: list[_Level], context: tuple, token: int) -> float:
+        p = 1.0 / self.vocab_size  # the uniform distribution below the unigram level
+        for level, ctx in self._contexts(levels, context):
+            p = level.interpolate(ctx, token, p)
+        return p
+
     def prob(self, context, token: int, order: int | None = None) -> float:
         """p(token | context) under the model of the given order (default: max_order)."""
-        levels, context = self._levels(order), tuple(int(t) for t in context)
-        p = 1.0 / self.vocab_size
-        for level, ctx in self._contexts(levels, context):
-            p = level.interpolate(ctx, int(token), p)
-        return p
+        return self._prob(self._levels(order), tuple(int(t) for t in context), int(token))
 
     def distribution(self, context, order: int | None = None) -> np.ndarray:
         """p(· | context) over the whole vocabulary, (vocab,) float64; it sums to one."""
@@ -157,13 +159,8 @@ class KneserNeyLM:
         """ln p(ids[i] | ids[:i]) for i = 1..len−1: (len−1,) float64 (the first token has no context)."""
         levels, ids = self._levels(order), _as_id_list(ids, self.vocab_size)
         history = len(levels) - 1  # tokens of context the top level looks at
-        out = np.empty(max(len(ids) - 1, 0))
-        for i in range(1, len(ids)):
-            p = 1.0 / self.vocab_size
-            for level, ctx in self._contexts(levels, tuple(ids[max(0, i - history):i])):
-                p = level.interpolate(ctx, ids[i], p)
-            out[i - 1] = math.log(p)
-        return out
+        return np.array([math.log(self._prob(levels, tuple(ids[max(0, i - history):i]), ids[i]))
+                         for i in range(1, len(ids))])
 
     def loss(self, ids, order: int | None = None) -> float:
         """Mean −ln p per predicted token: the same unit as a transformer's validation loss."""
