@@ -26,6 +26,7 @@ slow, obvious reference that tests and benchmarks/tokenizer_speed.py compare aga
 from __future__ import annotations
 
 import heapq
+import os
 from collections import Counter
 from typing import Iterable, Mapping, NamedTuple
 
@@ -40,8 +41,13 @@ GPT2_SPLIT = regex.compile(GPT2_PATTERN)
 
 
 def progress_bar(iterable=None, enabled: bool = True, **options) -> tqdm:
-    """tqdm.auto's progress bar when `enabled` (TQDM_DISABLE=1 still silences it), else a silent one."""
-    return tqdm(iterable, **options) if enabled else tqdm(iterable, disable=True, **options)
+    """tqdm.auto's progress bar when `enabled`, else a silent one.
+
+    TQDM_DISABLE=1 (set by the checks) silences it too, also in a notebook, where tqdm's widget
+    bar would ignore it.
+    """
+    silenced = os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true")
+    return tqdm(iterable, disable=not enabled or silenced, **options)
 
 
 class Merge(NamedTuple):
