@@ -34,7 +34,7 @@ from minilm.data.dedup import (DedupReport, near_duplicate_clusters, remove_exac
 from minilm.data.documents import DataError, Document, EmptyCorpusError
 from minilm.data.quality import CODE_THRESHOLDS, TEXT_THRESHOLDS, QualityThresholds, filter_documents
 from minilm.data.sources import hf_documents, stdlib_code, stdlib_docstrings, stdlib_root, text_files
-from minilm.data.splits import SPLITS, mix_sources, split_documents
+from minilm.data.splits import mix_sources, split_documents
 from minilm.data.stats import source_statistics
 from minilm.data.stories import StoryConfig, StoryWorld, entropy_from_log_probs
 from minilm.presets import choose
