@@ -228,12 +228,12 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
                 cache: KVCache | None = None) -> torch.Tensor:
         c = self.config
-        q, k, v = self.qkv(x).split([c.n_embd, c.kv_heads * c.head_dim, c.kv_heads * c.head_dim], dim=-1)
-        q = rearrange(q, "b t (h d) -> b h t d", h=c.n_head)  # (batch, heads, time, head_dim)
-        k = rearrange(k, "b t (h d) -> b h t d", h=c.kv_heads)  # (batch, kv_heads, time, head_dim)
-        v = rearrange(v, "b t (h d) -> b h t d", h=c.kv_heads)  # (batch, kv_heads, time, head_dim)
+        qk, v = self.qkv(x).split([c.n_embd + c.kv_heads * c.head_dim, c.kv_heads * c.head_dim], dim=-1)
+        qk = rearrange(qk, "b t (h d) -> b h t d", d=c.head_dim)  # (batch, heads + kv_heads, time, head_dim)
+        v = rearrange(v, "b t (h d) -> b h t d", d=c.head_dim)  # (batch, kv_heads, time, head_dim)
         if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            qk = apply_rope(qk, *rope)  # queries and keys turn alike: one call rotates both
+        q, k = qk.split([c.n_head, c.kv_heads], dim=1)  # (batch, heads | kv_heads, time, head_dim)
         if cache is not None:
             k, v = cache.update(self.layer_index, k, v)  # (batch, kv_heads, cached + time, head_dim)
         if c.kv_heads != c.n_head:  # each key/value head serves n_head / n_kv_head query heads
