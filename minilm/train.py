@@ -18,8 +18,10 @@ One optimizer step does:
 object with that method. The same index always gives the same batch, so a run resumed from a
 checkpoint sees exactly the data the uninterrupted run would have seen.
 
-Training with several processes (a later chapter's DDP) only changes two things, both in `Process`:
-which batches a process draws, and that only the main process prints and writes checkpoints.
+Training with several processes (DDP, minilm.distributed) changes only what `Process` decides:
+which batches a process draws, the model it runs forward through (the DDP wrapper, which averages
+gradients), that losses are averaged over processes before they are logged, and that only the main
+process prints and writes checkpoints.
 
 The course's own model, the one chapters 5 and 6 start from, is trained once per preset (RECIPES)
 and then loaded from the cache:
@@ -42,8 +44,8 @@ from datasets import DatasetDict
 from tqdm.auto import tqdm
 
 from minilm.cache import cached_artifact
-from minilm.checkpoint import (CheckpointError, has_checkpoint, load_checkpoint, restore_training_state,
-                               save_checkpoint)
+from minilm.checkpoint import (CheckpointError, TrainingState, has_checkpoint, load_checkpoint,
+                               restore_training_state, save_checkpoint)
 from minilm.data import END_OF_TEXT, CorpusConfig, build_corpus
 from minilm.model import GPT, GPTConfig, ModelSize
 from minilm.presets import choose, current_preset
@@ -114,6 +116,14 @@ class Process:
     def batch_index(self, step: int, micro: int, accumulation: int) -> int:
         """The batch this process trains on: processes interleave, so no two draw the same batch."""
         return (step * accumulation + micro) * self.world_size + self.rank
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The module the forward and backward passes run through (DDP wraps the model here)."""
+        return model
+
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        """`value` averaged over the processes (alone: itself)."""
+        return value
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -231,7 +241,7 @@ def estimate_loss(model: torch.nn.Module, get_batch: BatchFn, split: str, batche
             _, loss = model(x.to(device), y.to(device))
         losses.append(loss.float())
     model.train(was_training)
-    return torch.stack(losses).mean().item()
+    return process.mean(torch.stack(losses).mean()).item()
 
 
 def likely_cause(step: int, lr: float, recent_grad_norms: list[float], config: TrainConfig) -> str:
@@ -261,7 +271,7 @@ def optimizer_step(model, forward, optimizer, get_batch: BatchFn, step: int, lr:
             _, loss = forward(x.to(device), y.to(device))  # mean cross-entropy over the micro-batch
         (loss / config.accumulation).backward()  # gradients add up over micro-batches
         loss_sum += loss.detach().float()
-    loss_value = (loss_sum / config.accumulation).item()
+    loss_value = process.mean(loss_sum / config.accumulation).item()  # the global batch's loss
     grad_norm = clip_grad_norm(model.parameters(), config.grad_clip).item()
     if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
         what = "loss" if not math.isfinite(loss_value) else "gradient norm"
@@ -299,11 +309,18 @@ def lr_range_test(model: torch.nn.Module, batches, config: TrainConfig, start: f
     return records
 
 
-def check_resumable(saved: dict, config: TrainConfig) -> None:
-    """A run continues only under the settings it started with (a few harmless ones excepted)."""
-    current = asdict(config)
+def check_resumable(state: TrainingState, config: TrainConfig, process: Process = Process()) -> None:
+    """A run continues only under the settings it started with (a few harmless ones excepted).
+
+    The number of processes may change if `accumulation` changes with it, so that each step still
+    takes the same batches: the checkpoint's data position says how many a step took.
+    """
+    saved, current = state.train_config, asdict(config)
     changed = [f"{key}: {saved.get(key)!r} -> {current[key]!r}" for key in current
-               if key not in RESUMABLE_CHANGES and saved.get(key) != current[key]]
+               if key not in RESUMABLE_CHANGES + ("accumulation",) and saved.get(key) != current[key]]
+    per_step = state.data_position // state.step if state.step else saved.get("accumulation")
+    if config.accumulation * process.world_size != per_step:
+        changed.append(f"accumulation × processes: {per_step} -> {config.accumulation} × {process.world_size}")
     if changed:
         raise CheckpointError("this checkpoint was trained with other settings (" + ", ".join(changed) +
                               "); resume with the same TrainConfig, or train into a new folder.")
@@ -329,7 +346,7 @@ def train(model: torch.nn.Module, batches, config: TrainConfig, out_dir: str | P
         if out_dir is None or not has_checkpoint(out_dir):
             raise CheckpointError(f"resume=True but {out_dir} holds no checkpoint; train without resume first.")
         state = restore_training_state(out_dir, model, optimizer)
-        check_resumable(state.train_config, config)
+        check_resumable(state, config, process)
         history, start = state.history, state.step
     else:
         if out_dir is not None and has_checkpoint(out_dir):
@@ -337,7 +354,8 @@ def train(model: torch.nn.Module, batches, config: TrainConfig, out_dir: str | P
                                   f"line: --resume) to continue it, or choose another out_dir.")
         torch.manual_seed(config.seed)  # dropout's randomness; the data has its own seeds
         start = 0
-    forward = torch.compile(model) if config.compile else model
+    forward = process.wrap(model)  # the model itself, or its DDP wrapper
+    forward = torch.compile(forward) if config.compile else forward
     autocast = autocast_context(config.precision, device)
     model.train()
 
