@@ -8,7 +8,7 @@ Translating a story is a mechanical rule, so a model that learns it has learnt s
     verbs       the first verb of each clause moves to the end of the clause (verb-final order)
 
     translate("One morning, Mia found a red kite near the river.")
-    # 'Sumo toli, Mia kite red near river found.' -- but with made-up words for each English word
+    # 'Kuve toti, Mia kena ruba zuro sodi peda.'  (one morning, Mia kite red near river found.)
 
 The lexicon is made from syllables by a fixed seed, so it is the same on every machine.
 """
