@@ -7,10 +7,14 @@ while the model stays frozen, turns the language model into a classifier:
     features = hidden_features(model, tokenizer, texts)          # (texts, n_embd), the model frozen
     head, history = train_classifier(features_by_split, labels_by_split, classes=("happy", "sad"))
     accuracy = (predict(head, test_features) == test_labels).float().mean()
+    zero_shot_classify(model, tokenizer, prompts, {"happy": [" happy"], "sad": [" sad"]})   # no training
 
 The baseline is the oldest text classifier there is: count each word (`BagOfWords`), ignore their
 order, and train the same linear layer on the counts. Both use one `LinearClassifier`, so the
 comparison is between the features only.
+
+Without any training, a language model can also classify by comparing how likely it finds the
+words of each label right after a prompt written like its training text (`zero_shot_classify`).
 
 The classifier has the interface of the GPT (`forward(x, y) -> (logits, loss)`), so chapter 4's
 training loop trains it unchanged: `FeatureBatches` hands it batches of feature vectors by number,
@@ -153,6 +157,35 @@ def train_classifier(features: dict[str, torch.Tensor], labels: dict[str, Sequen
                          eval_every=max(1, sizes.steps // 5), eval_batches=4, seed=seed)
     history = train(head, FeatureBatches(features, targets, sizes.batch_size, seed), config)
     return head, history
+
+
+@torch.no_grad()
+def continuation_log_prob(model, tokenizer, prompt: str, continuation: str) -> float:
+    """ln p(continuation | prompt): the sum of the log-probabilities of its tokens, one forward pass."""
+    prompt_ids, ids = tokenizer.encode(prompt), tokenizer.encode(continuation)
+    tokens = torch.tensor([prompt_ids + ids], device=next(model.parameters()).device)  # (1, time)
+    if tokens.shape[1] > model.config.context_length:
+        raise ValueError(f"prompt and continuation take {tokens.shape[1]} tokens, more than the model's context "
+                         f"of {model.config.context_length}.")
+    was_training = model.training
+    model.eval()
+    log_probs = model(tokens)[0][0, len(prompt_ids) - 1:-1].log_softmax(dim=-1)  # (continuation, vocab)
+    model.train(was_training)
+    return log_probs.gather(-1, tokens[0, len(prompt_ids):, None]).sum().item()
+
+
+def zero_shot_classify(model, tokenizer, prompts: Sequence[str], verbalizers: dict[str, Sequence[str]]) -> list[str]:
+    """For each prompt, the label whose words the model finds likeliest to come next: no training at all.
+
+    `verbalizers` maps each label to the continuations that express it, e.g. {"happy": [" glad",
+    " happy"], "sad": [" sad", " upset"]}; a label's score is the total probability of its words.
+    """
+    labels = []
+    for prompt in prompts:
+        scores = {label: torch.tensor([continuation_log_prob(model, tokenizer, prompt, word) for word in words])
+                  .logsumexp(dim=0).item() for label, words in verbalizers.items()}
+        labels.append(max(scores, key=scores.get))
+    return labels
 
 
 @torch.no_grad()

@@ -42,19 +42,22 @@ class FinetuneSizes:
     steps: int  # optimizer steps
     batch_size: int  # examples per step
     lr: float  # peak learning rate: below pretraining's, the model already knows the language
+    chat_steps: int  # instruction tuning: every task at once, so more steps
 
 
-SFT_SIZES = {"smoke": FinetuneSizes(steps=8, batch_size=8, lr=1e-3),
-             "cpu": FinetuneSizes(steps=300, batch_size=16, lr=1e-3),
-             "gpu": FinetuneSizes(steps=1000, batch_size=32, lr=5e-4)}
+SFT_SIZES = {"smoke": FinetuneSizes(steps=8, batch_size=8, lr=1e-3, chat_steps=8),
+             "cpu": FinetuneSizes(steps=300, batch_size=16, lr=1e-3, chat_steps=900),
+             "gpu": FinetuneSizes(steps=1000, batch_size=32, lr=5e-4, chat_steps=3000)}
 
 
-def finetune_config(preset: str | None = None, **overrides) -> TrainConfig:
-    """Chapter 4's TrainConfig with the fine-tuning sizes of the preset (any field overridden)."""
+def finetune_config(preset: str | None = None, chat: bool = False, **overrides) -> TrainConfig:
+    """Chapter 4's TrainConfig with the fine-tuning sizes of the preset (any field overridden);
+    `chat` takes the instruction-tuning length."""
     sizes = choose(SFT_SIZES, preset)
-    config = TrainConfig(steps=sizes.steps, batch_size=sizes.batch_size, lr=sizes.lr, min_lr=sizes.lr / 10,
-                         warmup_steps=max(1, sizes.steps // 10), weight_decay=0.0,
-                         eval_every=max(1, sizes.steps // 5), eval_batches=4)
+    steps = sizes.chat_steps if chat else sizes.steps
+    config = TrainConfig(steps=steps, batch_size=sizes.batch_size, lr=sizes.lr, min_lr=sizes.lr / 10,
+                         warmup_steps=max(1, steps // 10), weight_decay=0.0,
+                         eval_every=max(1, steps // 5), eval_batches=4)
     return replace(config, **overrides)
 
 

@@ -60,6 +60,15 @@ def _check_pairs(predictions: Sequence, references: Sequence) -> None:
                          f"{len(predictions)} predictions and {len(references)} references.")
 
 
+def unsupported_rate(predictions: Sequence[str], sources: Sequence[str]) -> float:
+    """The share of predictions holding a word that their source text does not (after normalising):
+    a rough count of invented answers. References can score above 0 too (paraphrases)."""
+    _check_pairs(predictions, sources)
+    invented = [bool(set(normalize_answer(p).split()) - set(normalize_answer(s).split()))
+                for p, s in zip(predictions, sources)]
+    return sum(invented) / len(invented)
+
+
 def score(task: str, predictions: Sequence[str], references: Sequence[str]) -> float:
     """The task's metric (METRICS) of the answers against the references, from 0 to 1 (BLEU: 0 to 100)."""
     if task == "translation":

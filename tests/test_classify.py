@@ -1,6 +1,7 @@
 """Classification: bag-of-words counts against collections.Counter, hidden features against the
 model's own states (causality gives an independent check), and a linear head trained by chapter 4's
 loop that separates what is separable."""
+import math
 import random
 from collections import Counter
 
@@ -8,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minilm.classify import (BagOfWords, FeatureBatches, LinearClassifier, hidden_features, label_ids, predict,
-                             train_classifier)
+from minilm.classify import (BagOfWords, FeatureBatches, LinearClassifier, continuation_log_prob, hidden_features,
+                             label_ids, predict, train_classifier, zero_shot_classify)
 from minilm.data import StoryWorld
 from minilm.model import GPT, GPTConfig
 from minilm.tasks import without_ending
@@ -97,3 +98,26 @@ def test_feature_batches_are_drawn_by_number():
     batches = FeatureBatches({"train": torch.arange(10.0)[:, None]}, {"train": torch.arange(10)}, 4, seed=3)
     x, y = batches.get_batch("train", 5)
     assert torch.equal(x, batches.get_batch("train", 5)[0]) and torch.equal(x[:, 0].long(), y)
+
+
+def test_continuation_log_prob_is_the_chain_rule_step_by_step():
+    model = tiny_model()
+    prompt, continuation = "Long ago, a shy fox", " lived in a snowy valley"
+    prompt_ids, ids = TOKENIZER.encode(prompt), TOKENIZER.encode(continuation)
+    by_steps = 0.0
+    for i, token in enumerate(ids):  # one forward pass per prefix: ln p(token | everything before it)
+        logits = model(torch.tensor([prompt_ids + ids[:i]]))[0][0, -1].double()
+        by_steps += torch.log_softmax(logits, dim=-1)[token].item()
+    assert continuation_log_prob(model, TOKENIZER, prompt, continuation) == pytest.approx(by_steps, abs=1e-4)
+    with pytest.raises(ValueError, match="more than the model's context"):
+        continuation_log_prob(model, TOKENIZER, " ".join(TEXTS), " end")
+
+
+def test_zero_shot_picks_the_label_with_the_likeliest_words():
+    model = tiny_model()
+    verbalizers = {"happy": [" happy", " glad"], "sad": [" sad", " upset", " lonely"]}
+    prompts = [" ".join(t.split()[:12]) + " In the end, she felt" for t in TEXTS[:4]]
+    for prompt, label in zip(prompts, zero_shot_classify(model, TOKENIZER, prompts, verbalizers)):
+        mass = {name: sum(math.exp(continuation_log_prob(model, TOKENIZER, prompt, w)) for w in words)
+                for name, words in verbalizers.items()}
+        assert label == max(mass, key=mass.get)

@@ -8,7 +8,8 @@ from minilm.data import END_OF_TEXT, StoryWorld
 from minilm.evaluate import distinct_n
 from minilm.model import GPT, GPTConfig
 from minilm.task_eval import (DECODINGS, Decoding, accuracy, compare_decoding, evaluate_task, exact_match,
-                              first_line, generate_answers, normalize_answer, score, until_stop)
+                              first_line, generate_answers, normalize_answer, score, unsupported_rate,
+                              until_stop)
 from minilm.tasks import story_examples
 from minilm.tokenizer import BPETokenizer
 
@@ -47,6 +48,12 @@ def test_translation_score_is_sacrebleu_corpus_bleu():
     expected = sacrebleu.corpus_bleu(hypotheses, [references], tokenize="none", smooth_method="none").score
     assert score("translation", hypotheses, references) == pytest.approx(expected, abs=1e-9)
     assert score("translation", references, references) == pytest.approx(100.0)
+
+
+def test_unsupported_rate_counts_answers_with_words_not_in_the_source():
+    story = "Mia found a red kite near the river."
+    assert unsupported_rate(["red kite", "Mia", "a blue kite", "Leo"], [story] * 4) == 0.5
+    assert unsupported_rate(["The red kite."], [story]) == 0.0  # articles and punctuation do not count
 
 
 def test_summary_and_mood_scores():
