@@ -5,7 +5,10 @@
 
 `train` builds chapter 1's corpus and tokenizer, chapter 3's model, and runs chapter 4's loop,
 saving a checkpoint (with its tokenizer) in --out; run it again with --resume to continue an
-interrupted run. `generate` loads a checkpoint and continues a prompt. Every size not given on the
+interrupted run. Started by torchrun, it trains on every process torchrun started, with DDP
+(minilm.distributed):
+
+    torchrun --nproc_per_node=4 -m minilm train --size small --out runs/ddp `generate` loads a checkpoint and continues a prompt. Every size not given on the
 command line comes from the preset's recipe (minilm.train.RECIPES).
 """
 from __future__ import annotations
@@ -17,6 +20,7 @@ import torch
 
 from minilm.checkpoint import load_checkpoint
 from minilm.data import END_OF_TEXT, CorpusConfig, build_corpus
+from minilm.distributed import distributed, main_process_first, ring_all_reduce_bytes
 from minilm.model import GPT, count_parameters
 from minilm.presets import PRESETS, choose, current_preset
 from minilm.runtime import choose_device, seed_everything
@@ -35,6 +39,7 @@ TRAIN_EXAMPLES = """examples:
   python -m minilm train --data stories --size tiny --steps 1500 --out runs/stories
   python -m minilm train --data stories --size tiny --steps 1500 --out runs/stories --resume
   python -m minilm generate --checkpoint runs/stories --prompt "Once, a brave fox"
+  torchrun --nproc_per_node=4 -m minilm train --size small --out runs/ddp     4 GPUs (or CPU processes), DDP
 """
 
 GENERATE_EXAMPLES = """examples:
@@ -67,7 +72,9 @@ def add_command(subparsers) -> None:
                         "gpt2-small (12 layers, 768 wide, 124M parameters) (default: the preset's)")
     parser.add_argument("--steps", type=int, help="optimizer steps (default: the preset's)")
     parser.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
-    parser.add_argument("--batch-size", type=int, help="sequences per step (default: the preset's)")
+    parser.add_argument("--batch-size", type=int, help="sequences per micro-batch (default: the preset's)")
+    parser.add_argument("--accumulation", type=int, help="micro-batches per step and process (default: the "
+                        "preset's); a step sees batch-size × accumulation × processes sequences")
     parser.add_argument("--seed", type=int, default=0, help="random seed for the weights and batches (default: 0)")
     parser.add_argument("--device", help="cuda, mps or cpu (default: $MINILM_DEVICE, else the best there is)")
     parser.add_argument("--resume", action="store_true",
@@ -105,30 +112,44 @@ def train_config_for(args, recipe):
         config = replace(config, lr=args.lr, min_lr=args.lr / 10)
     if args.batch_size:
         config = replace(config, batch_size=args.batch_size)
+    if args.accumulation:
+        config = replace(config, accumulation=args.accumulation)
     return config
 
 
 def run_train(args) -> None:
+    with distributed(args.device) as (process, device):  # alone unless torchrun started several processes
+        train_here(args, process, device)
+
+
+def train_here(args, process, device) -> None:
+    """Train as this process: alone, or as one of those torchrun started (only rank 0 prints)."""
     preset = args.preset or current_preset()
     recipe = choose(RECIPES, preset)
     corpus_config = CorpusConfig.for_preset(preset, stories=recipe.stories)
     if DATA_SOURCES[args.data] is not None:
         corpus_config = replace(corpus_config, sources=DATA_SOURCES[args.data])
-    tokens = prepare_tokens(build_corpus(corpus_config), recipe.vocab_size)
+    with main_process_first(process):  # rank 0 builds (and caches) the corpus and tokens, the others load them
+        tokens = prepare_tokens(build_corpus(corpus_config), recipe.vocab_size)
     config = train_config_for(args, recipe)
-    device = choose_device(args.device)
     seed_everything(config.seed)
     model = GPT(model_config(args.size or recipe.size, tokens.tokenizer.vocab_size, args.family)).to(device)
-    print(f"{args.data} corpus: {len(tokens.streams['train']):,} training tokens; model: "
-          f"{count_parameters(model)['total']:,} parameters on {device}; {config.steps} steps of "
-          f"{config.tokens_per_step:,} tokens")
+    say = print if process.is_main else (lambda *_: None)
+    processes = f" on each of {process.world_size} processes (DDP)" if process.world_size > 1 else ""
+    say(f"{args.data} corpus: {len(tokens.streams['train']):,} training tokens; model: "
+        f"{count_parameters(model)['total']:,} parameters on {device}; {config.steps} steps of "
+        f"{config.tokens_per_step:,} tokens{processes}")
     sampler = SampleEvery(tokens.tokenizer, config.eval_every, max_new_tokens=60)
     history = train(model, TokenBatches(tokens.streams, config, device), config, args.out, resume=args.resume,
-                    tokenizer=tokens.tokenizer, callbacks=[sampler])
+                    tokenizer=tokens.tokenizer, callbacks=[sampler] if process.is_main else [], process=process)
     final = history[-1]
-    print(f"step {final['step']}: train loss {final.get('train_loss', float('nan')):.3f}, validation loss "
-          f"{final.get('val_loss', float('nan')):.3f} nats per token")
-    print(f"checkpoint saved in {args.out}; try: python -m minilm generate --checkpoint {args.out}")
+    say(f"step {final['step']}: train loss {final.get('train_loss', float('nan')):.3f}, validation loss "
+        f"{final.get('val_loss', float('nan')):.3f} nats per token")
+    if process.world_size > 1 and process.traffic.backward_passes:
+        payload = process.traffic.bytes_per_pass()
+        say(f"DDP all-reduced {payload / 1e6:.3f} MB of gradients per backward pass; in a ring each process "
+            f"sends 2(N-1)/N times that: {ring_all_reduce_bytes(payload, process.world_size) / 1e6:.3f} MB")
+    say(f"checkpoint saved in {args.out}; try: python -m minilm generate --checkpoint {args.out}")
 
 
 def run_generate(args) -> None:

@@ -67,6 +67,11 @@ class Traffic:
 
     bytes: int = 0  # gradient bytes, in all buckets of all steps so far
     buckets: int = 0  # all-reduce calls (DDP groups gradients into buckets of about 25 MB)
+    backward_passes: int = 0  # one per micro-batch: each averages every gradient once
+
+    def bytes_per_pass(self) -> float:
+        """Gradient bytes each backward pass all-reduces: the bytes of every trainable parameter."""
+        return self.bytes / max(1, self.backward_passes)
 
 
 def count_and_all_reduce(traffic: Traffic, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
@@ -74,6 +79,7 @@ def count_and_all_reduce(traffic: Traffic, bucket: dist.GradBucket) -> torch.fut
     gradients = bucket.buffer()  # (bucket's gradient entries,) flat
     traffic.bytes += gradients.numel() * gradients.element_size()
     traffic.buckets += 1
+    traffic.backward_passes += bucket.is_last()
     return allreduce_hook(None, bucket)
 
 

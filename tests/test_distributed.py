@@ -5,6 +5,8 @@ between 2 processes and 1 through a checkpoint. FSDP must train like DDP with ha
 
 This file is also the program torchrun runs: `torchrun --standalone --nproc_per_node=2 THIS OUT_DIR`.
 """
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -19,7 +21,9 @@ import safetensors.torch
 import torch
 
 import minilm.train as train_module
+from minilm.__main__ import build_parser, main
 from minilm.checkpoint import CheckpointError, load_checkpoint
+from minilm.cli import train_here
 from minilm.distributed import (DistributedError, distributed, full_weights, main_process_first,
                                 ring_all_reduce_bytes, shard_model, start)
 from minilm.model import GPT, GPTConfig
@@ -30,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 VOCAB = 61
 STEPS, CUT = 6, 3  # the runs take 6 steps; the interrupted ones keep their checkpoint of step 3
 GLOBAL_MICRO_BATCHES = 2  # micro-batches per step, all processes together: the global batch is 2 × 4 sequences
+CLI_RUN = ["train", "--preset", "smoke", "--size", "nano", "--steps", "3"]  # the command line's run, --out added
 
 
 def tiny_gpt(seed: int = 0) -> GPT:
@@ -113,17 +118,19 @@ def two_process_program(out: Path) -> None:
         weights = full_weights(sharded)
         if process.is_main:
             safetensors.torch.save_file(weights, out / "fsdp.safetensors")
+        with contextlib.redirect_stdout(io.StringIO()) as printed:  # `python -m minilm train` on each process
+            train_here(build_parser().parse_args([*CLI_RUN, "--out", str(out / "cli")]), process, device)
     result = {"rank": process.rank, "world_size": process.world_size, "history": history, "saves": saves,
               "taken": batches.taken, "traffic": traffic, "resumed": resumed, "fsdp_history": fsdp_history,
-              "fsdp_local_share": local_share, "order": order}
+              "fsdp_local_share": local_share, "order": order, "printed": printed.getvalue()}
     (out / f"rank{process.rank}.json").write_text(json.dumps(result))
 
 
-def torchrun(script: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def torchrun(script: Path, out: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """Two CPU processes under torchrun on a free localhost port (--standalone), one thread each."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), *args]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(out)]
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "MINILM_THREADS": "1", "MINILM_DEVICE": "cpu",
-                   "TQDM_DISABLE": "1"}
+                   "TQDM_DISABLE": "1", "MINILM_CACHE": str(out / "cache")}
     return subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=timeout)
 
 
@@ -138,7 +145,7 @@ def runs(tmp_path_factory):
     with pytest.raises(Interrupted):
         train(tiny_gpt(), RecordedBatches(out, config_for(1)), config_for(1), out / "one-cut-on-two",
               callbacks=[stop_at(CUT + 1)])
-    launched = torchrun(Path(__file__), str(out))
+    launched = torchrun(Path(__file__), out)
     assert launched.returncode == 0, launched.stderr[-3000:]
     ranks = [json.loads((out / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     return {"out": out, "history": history, "taken": single.taken, "ranks": ranks}
@@ -170,11 +177,22 @@ def test_shards_do_not_overlap_and_together_are_the_single_process_batches(runs)
 def test_only_rank_0_writes_checkpoints_and_they_hold_the_unwrapped_model(runs):
     zero, one = runs["ranks"]
     assert one["saves"] == []
-    assert zero["saves"] == [["two", CUT], ["two", STEPS], ["two-cut", CUT], ["one-cut-on-two", STEPS]]
+    assert zero["saves"] == [["two", CUT], ["two", STEPS], ["two-cut", CUT], ["one-cut-on-two", STEPS],
+                             ["cli", 3]]
     names = safetensors.torch.load_file(runs["out"] / "two" / "model.safetensors").keys()
     assert set(names) <= set(tiny_gpt().state_dict())  # the model's own names, never DDP's "module.…"
     load_checkpoint(runs["out"] / "two")  # loads (strictly) into a plain GPT
     assert zero["order"] == [0] and one["order"] == [1]
+
+
+def test_the_command_line_trains_on_every_process_torchrun_started(runs, monkeypatch, capsys):
+    zero, one = runs["ranks"]
+    assert one["printed"] == ""  # only rank 0 prints
+    assert "on each of 2 processes (DDP)" in zero["printed"] and "DDP all-reduced" in zero["printed"]
+    monkeypatch.setenv("MINILM_CACHE", str(runs["out"] / "cache"))
+    assert main([*CLI_RUN, "--accumulation", "2", "--out", str(runs["out"] / "cli-alone")]) == 0
+    two, alone = (load_checkpoint(runs["out"] / name).history for name in ("cli", "cli-alone"))
+    np.testing.assert_allclose(losses(two, "train_loss"), losses(alone, "train_loss"), rtol=1e-5)
 
 
 def test_ddp_all_reduces_every_gradient_once_a_step(runs):
