@@ -43,6 +43,7 @@ import torch
 from datasets import DatasetDict
 from tqdm.auto import tqdm
 
+from minilm.bpe_train import progress_bar
 from minilm.cache import cached_artifact
 from minilm.checkpoint import (CheckpointError, TrainingState, has_checkpoint, load_checkpoint,
                                restore_training_state, save_checkpoint)
@@ -364,8 +365,8 @@ def train(model: torch.nn.Module, batches, config: TrainConfig, out_dir: str | P
 
     if start == 0 and config.eval_every:
         history.append({"step": 0, "tokens": 0, "val_loss": validate()})
-    quiet = {} if process.is_main else {"disable": True}  # (TQDM_DISABLE=1 silences the main one too)
-    bar = tqdm(total=config.steps, initial=start, desc="training", **quiet)
+    # Only the main process draws the bar; TQDM_DISABLE=1 silences it too, also as a notebook widget.
+    bar = progress_bar(total=config.steps, initial=start, desc="training", enabled=process.is_main)
     tokens = history[-1].get("tokens", 0) if history else 0
     seconds = history[-1].get("seconds", 0.0) if history else 0.0
     for step in range(start, config.steps):
