@@ -210,3 +210,62 @@ def full_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def pipeline_schedule(stages: int, micro_batches: int) -> list[list[str]]:
+    """GPipe's schedule: for each stage (GPU) a row of time slots, "F3" (forward of micro-batch 3), "B3", or "".
+
+    Micro-batch i reaches stage s at time s + i; backward passes run in reverse once the last
+    forward is done. The empty slots are the bubble: a share (P − 1) / (m + P − 1) of the time.
+    """
+    span = 2 * (micro_batches + stages - 1)
+    rows = [[""] * span for _ in range(stages)]
+    for stage in range(stages):
+        for micro in range(micro_batches):
+            rows[stage][stage + micro] = f"F{micro + 1}"
+            backward = micro_batches + stages - 1 + (stages - 1 - stage) + (micro_batches - 1 - micro)
+            rows[stage][backward] = f"B{micro + 1}"
+    return rows
+
+
+def draw_parallelism(gpus: int = 3, micro_batches: int = 4):
+    """A figure of data, tensor and pipeline parallelism across `gpus` GPUs; returns it."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyArrowPatch, Rectangle
+
+    colors = plt.get_cmap("tab10").colors[:gpus]
+    figure, (data, tensor, pipeline) = plt.subplots(1, 3, figsize=(15, 4.2), width_ratios=[1, 1, 1.5])
+    for gpu, color in enumerate(colors):  # data: whole copies, different batches, gradients averaged
+        data.add_patch(Rectangle((gpu * 1.3, 1), 1, 2, facecolor="white", edgecolor="black"))
+        data.text(gpu * 1.3 + 0.5, 2, f"GPU {gpu}\nwhole\nmodel", ha="center", va="center")
+        data.add_patch(Rectangle((gpu * 1.3 + 0.1, 0.2), 0.8, 0.5, color=color))
+        data.text(gpu * 1.3 + 0.5, 0.45, f"batch {gpu}", ha="center", va="center", color="white")
+    data.add_patch(FancyArrowPatch((0.5, 3.1), (gpus * 1.3 - 0.8, 3.1), arrowstyle="<->", mutation_scale=15,
+                                   connectionstyle="arc3,rad=-0.3"))
+    data.text(gpus * 0.65 - 0.15, 3.75, "all-reduce: average the gradients", ha="center")
+    data.set(xlim=(-0.2, gpus * 1.3), ylim=(0, 4.2), title="data parallel (DDP): split the batch")
+    tensor.add_patch(Rectangle((0, 1), 0.5, 2, facecolor="lightgrey", edgecolor="black"))
+    tensor.text(0.25, 2, "X", ha="center", va="center")
+    tensor.text(0.75, 2, "×", ha="center", va="center", fontsize=14)
+    for gpu, color in enumerate(colors):  # tensor: each GPU holds a slice of the weight matrix's columns
+        tensor.add_patch(Rectangle((1 + gpu * 0.6, 1), 0.6, 2, facecolor=color, edgecolor="black", alpha=0.8))
+        tensor.text(1.3 + gpu * 0.6, 2, f"A{gpu}\nGPU {gpu}", ha="center", va="center", color="white", fontsize=8)
+        tensor.add_patch(Rectangle((3.2 + gpu * 0.35, 1), 0.35, 2, facecolor=color, edgecolor="black", alpha=0.8))
+    tensor.text(2.95, 2, "=", ha="center", va="center", fontsize=14)
+    tensor.text(2.2, 0.4, "Y = [X·A0, X·A1, X·A2]: each GPU computes its slice,\nthen the slices are gathered",
+                ha="center", fontsize=9)
+    tensor.set(xlim=(-0.2, 4.4), ylim=(0, 4.2), title="tensor parallel: split each matrix")
+    schedule = pipeline_schedule(gpus, micro_batches)
+    for stage, row in enumerate(schedule):  # pipeline: each GPU holds some layers; micro-batches flow through
+        for time, slot in enumerate(row):
+            face = colors[stage] if slot else "white"
+            pipeline.add_patch(Rectangle((time, gpus - 1 - stage), 1, 1, facecolor=face, edgecolor="grey",
+                                         alpha=1.0 if slot.startswith("F") else 0.55, hatch="" if slot else "//"))
+            pipeline.text(time + 0.5, gpus - 0.5 - stage, slot, ha="center", va="center", fontsize=8)
+    pipeline.set(xlim=(0, len(schedule[0])), ylim=(0, gpus), xlabel="time →", yticks=[g + 0.5 for g in range(gpus)],
+                 yticklabels=[f"GPU {gpus - 1 - g}\nstage {gpus - g}" for g in range(gpus)],
+                 title="pipeline parallel: split the layers into stages (hatched: idle)")
+    for axis in (data, tensor):
+        axis.axis("off")
+    figure.tight_layout()
+    return figure

@@ -15,7 +15,7 @@ each other, so they need the whole corpus at once; they are left to chapter 1's 
 
 Memory stays bounded: one row at a time (`datasets` reads the file in small batches), and per split
 at most `shard_tokens` token ids waiting to be written. The one thing that grows with the corpus is
-the set of 64-bit hashes that finds exact duplicates (about 70 bytes a document; turn it off with
+the set of 64-bit hashes that finds exact duplicates (about 100 bytes a document; turn it off with
 deduplicate=False).
 
 The folder holds chapter 1's token-stream format (minilm.tokens), cut into shards:
