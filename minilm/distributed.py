@@ -38,9 +38,16 @@ same (2 processes × 1 micro-batch = 1 process × 2 micro-batches).
 FSDP (fully sharded data parallel) is the option for a model that does not fit on one GPU: DDP keeps
 weights, gradients and AdamW's two moments (16 bytes per parameter in float32) on every GPU, FSDP
 splits each of them across the W GPUs (16/W bytes per parameter) and gathers a block's weights only
-while it computes. `shard_model(model)` applies it; build the optimizer after sharding, and gather
-the weights with `full_weights(model)` (every process calls it) before saving. Chapter 4's `train`
-runs data parallel with DDP; an FSDP run writes its own loop around the same steps.
+while it computes. `shard_model(model)` applies it in place; chapter 4's `train` then runs the
+sharded model as it is (its optimizer is built after sharding, and no DDP wrapper is added), but it
+cannot write checkpoints from rank 0 alone: train with out_dir=None and gather the weights with
+`full_weights(model)` (every process calls it) to save them:
+
+    model = shard_model(GPT(config).to(device))
+    history = train(model, batches, train_config, process=process)
+    weights = full_weights(model)                    # rank 0: the full tensors on the CPU; others: {}
+
+The tiny model of the course fits anywhere; FSDP pays off from a few billion parameters.
 """
 import contextlib
 import os
