@@ -78,7 +78,8 @@ EDGE_CASES = {
     "several references": (["the cat sat on the mat"], [["a cat sat on a rug", "the cat is on the mat", "the mat"]]),
     "tie in reference length": (["a b c"], [["a b", "a b c d"]]),
     "unigrams only match": (["mat the on sat cat"], [["the cat sat on the mat"]]),
-    "varying reference counts": (["the cat sat", "a dog ran on a rug"], [["the cat sat down"], ["a dog ran", "a dog ran on the big rug"]]),
+    "varying reference counts": (["the cat sat", "a dog ran on a rug"],
+                                 [["the cat sat down"], ["a dog ran", "a dog ran on the big rug"]]),
 }
 
 
