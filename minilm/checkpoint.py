@@ -34,6 +34,9 @@ import safetensors.torch
 import torch
 from safetensors import SafetensorError
 
+from minilm.model import GPT, GPTConfig
+from minilm.tokenizer import load_tokenizer
+
 FORMAT = "minilm-checkpoint/1"
 MANIFEST = "checkpoint.json"
 WEIGHTS = "model.safetensors"
@@ -248,9 +251,6 @@ def restore_training_state(folder: str | Path, model: torch.nn.Module,
 
 def load_checkpoint(folder: str | Path, device: torch.device | str | None = None) -> Checkpoint:
     """The model saved in `folder`, rebuilt from its config, on `device` (default: CPU), in eval mode."""
-    from minilm.model import GPT, GPTConfig
-    from minilm.tokenizer import load_tokenizer
-
     folder = Path(folder)
     manifest = read_manifest(folder)
     model = GPT(GPTConfig.from_dict(manifest["model_config"]))
