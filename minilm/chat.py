@@ -28,7 +28,7 @@ from typing import Sequence
 
 import torch
 
-from minilm.finetune import IGNORE_INDEX, FineTuned, finetune_encoded, keep_fitting
+from minilm.finetune import IGNORE_INDEX, FineTuned, finetune_config, finetune_encoded, keep_fitting
 from minilm.model import GPT
 from minilm.task_eval import TaskResult, evaluate_task, until_stop
 from minilm.tasks import Example
@@ -151,12 +151,12 @@ def instruction_tune(model: GPT, tokenizer, train_chats: Sequence[Sequence[Messa
                      validation_chats: Sequence[Sequence[Message]], config: TrainConfig | None = None) -> FineTuned:
     """Fine-tune a copy of `model` on conversations, the loss on the assistant's messages only.
 
-    Conversations longer than the model's context are left out (FineTuned.examples counts the rest).
+    Without `config`, the preset's instruction-tuning run (finetune_config("chat")). Conversations longer than the model's context are left out (FineTuned.examples counts the rest).
     """
     context = model.config.context_length
     splits = {"train": keep_fitting([encode_chat(tokenizer, chat) for chat in train_chats], context),
               "validation": keep_fitting([encode_chat(tokenizer, chat) for chat in validation_chats], context)}
-    return finetune_encoded(model, splits, tokenizer.special_tokens[END_OF_MESSAGE], config)
+    return finetune_encoded(model, splits, tokenizer.special_tokens[END_OF_MESSAGE], config or finetune_config("chat"))
 
 
 def chat_reply(model: GPT, tokenizer, messages: Sequence[Message], max_new_tokens: int = 48,

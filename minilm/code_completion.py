@@ -55,8 +55,8 @@ class CodeSizes:
 CODE_SIZES = {
     "smoke": CodeSizes(train_chars=150_000, vocab_size=512, n_layer=2, n_embd=64, context_length=128,
                        steps=30, batch_size=8, lr=3e-3, max_function_chars=300, completions=8),
-    "cpu": CodeSizes(train_chars=3_000_000, vocab_size=2048, n_layer=4, n_embd=128, context_length=256,
-                     steps=800, batch_size=16, lr=3e-3, max_function_chars=500, completions=64),
+    "cpu": CodeSizes(train_chars=1_500_000, vocab_size=1024, n_layer=2, n_embd=64, context_length=256,
+                     steps=1000, batch_size=16, lr=6e-3, max_function_chars=500, completions=64),
     "gpu": CodeSizes(train_chars=20_000_000, vocab_size=8192, n_layer=8, n_embd=512, context_length=512,
                      steps=4000, batch_size=32, lr=1e-3, max_function_chars=1000, completions=200),
 }

@@ -13,7 +13,7 @@ The end token teaches the model to stop once the answer is written. Examples of 
 are padded on the right to the longest in their batch; padded positions get target -100 too, and a
 causal model never looks right, so the padding changes nothing else.
 
-    tuned = finetune(model, tokenizer, train_examples, validation_examples, finetune_config())
+    tuned = finetune(model, tokenizer, train_examples, validation_examples)   # finetune_config(task) by default
     tuned.model, tuned.history            # a fine-tuned copy (the original is left as it was)
 
 The training loop is chapter 4's `minilm.train.train`: only the batches differ (`ExampleBatches`).
@@ -39,22 +39,30 @@ IGNORE_INDEX = -100  # a target the cross-entropy skips (PyTorch's default ignor
 class FinetuneSizes:
     """How long and how hard to fine-tune, for one preset."""
 
-    steps: int  # optimizer steps
+    steps: dict[str, int]  # optimizer steps per task: short answers teach few tokens per step, so take more
     batch_size: int  # examples per step
-    lr: float  # peak learning rate: below pretraining's, the model already knows the language
-    chat_steps: int  # instruction tuning: every task at once, so more steps
+    lr: float  # peak learning rate
 
 
-SFT_SIZES = {"smoke": FinetuneSizes(steps=8, batch_size=8, lr=1e-3, chat_steps=8),
-             "cpu": FinetuneSizes(steps=300, batch_size=16, lr=1e-3, chat_steps=900),
-             "gpu": FinetuneSizes(steps=1000, batch_size=32, lr=5e-4, chat_steps=3000)}
+SFT_SIZES = {
+    "smoke": FinetuneSizes(steps={"translation": 8, "qa": 8, "summary": 8, "mood": 8, "chat": 8},
+                           batch_size=8, lr=3e-3),
+    "cpu": FinetuneSizes(steps={"translation": 600, "qa": 2400, "summary": 450, "mood": 300, "chat": 1500},
+                         batch_size=16, lr=3e-3),
+    "gpu": FinetuneSizes(steps={"translation": 2000, "qa": 6000, "summary": 2000, "mood": 1000, "chat": 6000},
+                         batch_size=32, lr=1e-3),
+}
 
 
-def finetune_config(preset: str | None = None, chat: bool = False, **overrides) -> TrainConfig:
-    """Chapter 4's TrainConfig with the fine-tuning sizes of the preset (any field overridden);
-    `chat` takes the instruction-tuning length."""
+def finetune_config(task: str, preset: str | None = None, **overrides) -> TrainConfig:
+    """Chapter 4's TrainConfig with the preset's fine-tuning sizes for `task` (any field overridden).
+
+    `task` is one of the story tasks or "chat" (instruction tuning on all of them at once).
+    """
     sizes = choose(SFT_SIZES, preset)
-    steps = sizes.chat_steps if chat else sizes.steps
+    if task not in sizes.steps:
+        raise ValueError(f"no fine-tuning length for task {task!r}; the tasks are {', '.join(sizes.steps)}.")
+    steps = sizes.steps[task]
     config = TrainConfig(steps=steps, batch_size=sizes.batch_size, lr=sizes.lr, min_lr=sizes.lr / 10,
                          warmup_steps=max(1, steps // 10), weight_decay=0.0,
                          eval_every=max(1, steps // 5), eval_batches=4)
@@ -149,18 +157,20 @@ class FineTuned:
 def finetune(model: torch.nn.Module, tokenizer, train_examples: Sequence[Example],
              validation_examples: Sequence[Example], config: TrainConfig | None = None,
              end_token: str | None = END_OF_TEXT) -> FineTuned:
-    """Fine-tune a copy of `model` on prompt -> answer examples, the loss on the answers only."""
+    """Fine-tune a copy of `model` on prompt -> answer examples, the loss on the answers only.
+
+    Without `config`, the preset's fine-tuning run for the examples' task (finetune_config).
+    """
     context = model.config.context_length
     splits = {"train": encode_fitting(tokenizer, train_examples, context, end_token),
               "validation": encode_fitting(tokenizer, validation_examples, context, end_token)}
     pad_id = tokenizer.special_tokens.get(end_token, 0) if end_token else 0
-    return finetune_encoded(model, splits, pad_id, config)
+    return finetune_encoded(model, splits, pad_id, config or finetune_config(train_examples[0].task))
 
 
 def finetune_encoded(model: torch.nn.Module, splits: dict[str, list[tuple[list[int], list[int]]]], pad_id: int,
-                     config: TrainConfig | None = None) -> FineTuned:
+                     config: TrainConfig) -> FineTuned:
     """Fine-tune a copy of `model` on encoded (inputs, targets) pairs: splits "train" and "validation"."""
-    config = config or finetune_config()
     device = next(model.parameters()).device
     batches = ExampleBatches(splits, config.batch_size, pad_id, config.seed, device)
     longest = max(len(inputs) for encoded in splits.values() for inputs, _ in encoded)

@@ -151,7 +151,8 @@ class ModelServer:
         top_k, top_p, seed = payload.get("top_k"), payload.get("top_p"), payload.get("seed")
         self._check(top_k is None or (_whole(top_k) and top_k >= 1), "top_k must be null or a whole number >= 1")
         self._check(top_p is None or (_number(top_p) and 0 < top_p <= 1), "top_p must be null or a number in (0, 1]")
-        self._check(seed is None or (_whole(seed) and seed >= 0), "seed must be null or a whole number >= 0")
+        self._check(seed is None or (_whole(seed) and 0 <= seed < 2**63), "seed must be null or a whole number "
+                                                                           "from 0 to 2**63 - 1")
         stream = payload.get("stream", False)
         self._check(isinstance(stream, bool), "stream must be true or false")
         return Request(prompt_ids, max_new, float(temperature), top_k, top_p, seed, stream, stop_ids)
@@ -202,11 +203,15 @@ class ModelServer:
         yield decoder.decode(b"", final=True)  # an unfinished character becomes U+FFFD
 
 
-def make_handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
+def make_handler(server: ModelServer, log_requests: bool = True) -> type[BaseHTTPRequestHandler]:
     """The request handler class for `server` (http.server makes one handler object per request)."""
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.0"  # the connection closes after each answer, which ends a stream
+
+        def log_message(self, format, *args):  # one line per request on stderr, unless asked not to
+            if log_requests:
+                super().log_message(format, *args)
 
         def do_GET(self):
             if self.path == "/health":
@@ -267,18 +272,19 @@ def make_handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def make_server(model, tokenizer, host: str = "127.0.0.1", port: int = 8000,
-                max_new_tokens: int = 256) -> ThreadingHTTPServer:
+def make_server(model, tokenizer, host: str = "127.0.0.1", port: int = 8000, max_new_tokens: int = 256,
+                log_requests: bool = True) -> ThreadingHTTPServer:
     """An HTTP server for the model (not started: call serve_forever). Port 0 picks a free port."""
-    httpd = ThreadingHTTPServer((host, port), make_handler(ModelServer(model, tokenizer, max_new_tokens)))
+    handler = make_handler(ModelServer(model, tokenizer, max_new_tokens), log_requests)
+    httpd = ThreadingHTTPServer((host, port), handler)
     httpd.daemon_threads = True  # a stuck client never keeps Python from exiting
     return httpd
 
 
 @contextlib.contextmanager
-def running_server(model, tokenizer, max_new_tokens: int = 256) -> Iterator[str]:
+def running_server(model, tokenizer, max_new_tokens: int = 256, log_requests: bool = False) -> Iterator[str]:
     """Serve on 127.0.0.1 at a free port in a background thread; yield its URL; stop it on exit."""
-    httpd = make_server(model, tokenizer, port=0, max_new_tokens=max_new_tokens)
+    httpd = make_server(model, tokenizer, port=0, max_new_tokens=max_new_tokens, log_requests=log_requests)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:

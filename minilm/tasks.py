@@ -82,11 +82,12 @@ class TaskSizes:
     train_stories: int  # stories whose examples fine-tune the model
     test_stories: int  # other stories, never trained on, for the before/after scores
     eval_examples: int  # the most examples of one task that are scored (each answer is generated)
+    generation_prompts: int  # story openings that each decoding strategy continues
 
 
-TASK_SIZES = {"smoke": TaskSizes(train_stories=40, test_stories=8, eval_examples=8),
-              "cpu": TaskSizes(train_stories=3000, test_stories=150, eval_examples=150),
-              "gpu": TaskSizes(train_stories=20000, test_stories=500, eval_examples=500)}
+TASK_SIZES = {"smoke": TaskSizes(train_stories=40, test_stories=8, eval_examples=8, generation_prompts=2),
+              "cpu": TaskSizes(train_stories=3000, test_stories=150, eval_examples=150, generation_prompts=12),
+              "gpu": TaskSizes(train_stories=20000, test_stories=500, eval_examples=500, generation_prompts=50)}
 
 
 def story_split(world: StoryWorld, train: int, test: int, seed: int,

@@ -120,7 +120,7 @@ def test_instruction_tuning_teaches_a_multi_turn_reply():
     tokenizer, model = add_chat_tokens(TOKENIZER, tiny_model(TOKENIZER.vocab_size))
     chats = [[{"role": "user", "content": "Who?"}, {"role": "assistant", "content": "Mia"},
               {"role": "user", "content": "Where?"}, {"role": "assistant", "content": "home"}]]
-    config = finetune_config("smoke", steps=60, batch_size=2, lr=1e-2, warmup_steps=5)
+    config = finetune_config("chat", "smoke", steps=60, batch_size=2, lr=1e-2, warmup_steps=5)
     tuned = instruction_tune(model, tokenizer, chats, chats, config)
     assert chat_reply(tuned.model, tokenizer, chats[0][:1]) == "Mia"
     assert chat_reply(tuned.model, tokenizer, chats[0][:3]) == "home"

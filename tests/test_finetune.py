@@ -81,19 +81,22 @@ def test_examples_longer_than_the_context_are_left_out_or_refused():
         encode_example(TOKENIZER, "a", " b", end_token="<|missing|>")
 
 
-def test_finetune_config_follows_the_preset():
+def test_finetune_config_follows_the_preset_and_the_task():
     for preset in ("smoke", "cpu", "gpu"):
-        config = finetune_config(preset)
         sizes = choose(SFT_SIZES, preset)
-        assert (config.steps, config.batch_size, config.lr) == (sizes.steps, sizes.batch_size, sizes.lr)
-    assert finetune_config("smoke", steps=3).steps == 3
+        for task in ("translation", "qa", "summary", "mood", "chat"):
+            config = finetune_config(task, preset)
+            assert (config.steps, config.batch_size, config.lr) == (sizes.steps[task], sizes.batch_size, sizes.lr)
+    assert finetune_config("qa", "smoke", steps=3).steps == 3
+    with pytest.raises(ValueError, match="no fine-tuning length for task 'poetry'"):
+        finetune_config("poetry")
 
 
 def test_finetuning_teaches_an_answer_and_leaves_the_original_alone():
     model = tiny_model(context=32)
     before = {name: p.clone() for name, p in model.state_dict().items()}
     examples = [Example("qa", "Who is it?\nAnswer:", " Mia"), Example("qa", "Where?\nAnswer:", " home")]
-    config = finetune_config("smoke", steps=60, batch_size=2, lr=1e-2, warmup_steps=5)
+    config = finetune_config("qa", "smoke", steps=60, batch_size=2, lr=1e-2, warmup_steps=5)
     tuned = finetune(model, TOKENIZER, examples, examples, config)
     assert all(torch.equal(before[name], p) for name, p in model.state_dict().items())
     assert tuned.examples == {"train": 2, "validation": 2}

@@ -126,6 +126,8 @@ def test_streamed_tokens_add_up_to_the_answer(url):
     ({"prompt": "a", "top_k": 0}, "top_k must be null or a whole number >= 1"),
     ({"prompt": "a", "top_p": 1.5}, r"top_p must be null or a number in \(0, 1\]"),
     ({"prompt": "a", "seed": -3}, "seed must be null or a whole number"),
+    ({"prompt": "a", "seed": 2**64}, "seed must be null or a whole number from 0 to"),
+    ({"prompt": "a", "top_p": float("nan")}, "top_p must be null"),
     ({"prompt": "a", "stream": "yes"}, "stream must be true or false"),
     ({"prompt": "a", "temprature": 1}, "unknown field.*temprature"),
     ({"messages": [{"role": "user", "content": "hi"}]}, "not trained to chat"),
