@@ -1,6 +1,6 @@
 """The command line of chapter 4: train a model, then let it write.
 
-    python -m minilm train --preset cpu --data stories --family gpt2 --size tiny --steps 1500 --out runs/stories
+    python -m minilm train --preset cpu --data stories --family gpt2 --size tiny --steps 2500 --out runs/stories
     python -m minilm generate --checkpoint runs/stories --prompt "Once, a brave fox" --temperature 0.8 --top-k 40
 
 `train` builds chapter 1's corpus and tokenizer, chapter 3's model, and runs chapter 4's loop,
@@ -8,8 +8,10 @@ saving a checkpoint (with its tokenizer) in --out; run it again with --resume to
 interrupted run. Started by torchrun, it trains on every process torchrun started, with DDP
 (minilm.distributed):
 
-    torchrun --nproc_per_node=4 -m minilm train --size small --out runs/ddp `generate` loads a checkpoint and continues a prompt. Every size not given on the
-command line comes from the preset's recipe (minilm.train.RECIPES).
+    torchrun --nproc_per_node=4 -m minilm train --size small --out runs/ddp
+
+`generate` loads a checkpoint and continues a prompt. Every size not given on the command line
+comes from the preset's recipe (minilm.train.RECIPES).
 """
 from __future__ import annotations
 
@@ -36,8 +38,8 @@ DATA_SOURCES = {  # --data -> chapter 1's sources and their shares (None: chapte
 
 TRAIN_EXAMPLES = """examples:
   python -m minilm train --preset smoke --out runs/first          a few seconds, to see it work
-  python -m minilm train --data stories --size tiny --steps 1500 --out runs/stories
-  python -m minilm train --data stories --size tiny --steps 1500 --out runs/stories --resume
+  python -m minilm train --data stories --size tiny --steps 2500 --out runs/stories
+  python -m minilm train --data stories --size tiny --steps 2500 --out runs/stories --resume
   python -m minilm generate --checkpoint runs/stories --prompt "Once, a brave fox"
   torchrun --nproc_per_node=4 -m minilm train --size small --out runs/ddp     4 GPUs (or CPU processes), DDP
 """
