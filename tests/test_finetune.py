@@ -105,3 +105,9 @@ def test_finetuning_teaches_an_answer_and_leaves_the_original_alone():
         prompt = torch.tensor([TOKENIZER.encode(example.prompt)])
         out = tuned.model.generate(prompt, 8, temperature=0, stop_tokens=[END])
         assert TOKENIZER.decode(out[0, prompt.shape[1]:].tolist()) == example.answer + END_OF_TEXT
+
+
+def test_without_a_config_each_task_gets_its_presets_run():
+    tuned = finetune(tiny_model(), TOKENIZER, EXAMPLES[:4], EXAMPLES[:2])
+    steps = [record["step"] for record in tuned.history if "train_loss" in record]
+    assert steps[-1] == choose(SFT_SIZES).steps["qa"] == len(steps)
