@@ -160,8 +160,10 @@ def test_two_processes_give_the_loss_curve_of_one_with_the_same_global_batch(run
         assert losses(runs["ranks"][1]["history"], key) == losses(two, key)
     assert [r["tokens"] for r in two] == [r["tokens"] for r in one]  # tokens count the global batch
     single, double = (load_checkpoint(runs["out"] / name).model for name in ("one", "two"))
+    # Summing gradients in another order changes their last bits; AdamW divides each gradient by its
+    # own running size, so a weight whose gradient is near zero can move by a few 1e-6 either way.
     for a, b in zip(single.parameters(), double.parameters()):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_shards_do_not_overlap_and_together_are_the_single_process_batches(runs):
