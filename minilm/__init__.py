@@ -1,12 +1,22 @@
 """minilm: the small language model that the course builds, one chapter at a time.
 
-Chapter by chapter the package gains `data` and `tokenizer` (1), `attention` (2), `model` (3),
-`train` (4), `evaluate` (5) and the applications (6). The core every chapter uses:
+The core every chapter uses:
 
-    runtime  the device (cuda, then mps, then cpu; MINILM_DEVICE), seeding, CPU threads
-    presets  run sizes: MINILM_PRESET = smoke | cpu | gpu
-    cache    artifacts that later notebooks reuse, keyed by their inputs (MINILM_CACHE)
-    report   the environment report that opens every notebook
+    runtime     the device (cuda, then mps, then cpu; MINILM_DEVICE), seeding, CPU threads
+    presets     run sizes: MINILM_PRESET = smoke | cpu | gpu
+    cache       artifacts that later notebooks reuse, keyed by their inputs (MINILM_CACHE)
+    report      the environment report that opens every notebook
+
+What each chapter adds:
+
+    1 data        sources, cleaning, deduplication, quality filters, the story world, mixing, splits
+      tokenizer   characters and byte-level BPE (training in bpe_train); tokens: the token stream
+    2 attention   softmax(QKᵀ/√d_k)V, masks, multi-head attention
+    3 model       GPT-2 and Llama-style GPTs; positions, generate (sampling, KV cache), interop
+    4 train       the training loop; checkpoint; cli (python -m minilm train | generate)
+      distributed torchrun, DDP and FSDP; streaming: corpora bigger than memory
+    5 evaluate    loss, perplexity, bits per byte, the floor, n-grams, BLEU, ROUGE-L, diversity, calibration
+    6 tasks, finetune, chat, classify, code_completion, task_eval, serve: the applications
 """
 from minilm.cache import cache_root, cached_artifact
 from minilm.presets import choose, current_preset
