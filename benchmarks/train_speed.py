@@ -13,13 +13,12 @@ The CPU may be shared with other work: treat CPU figures as rough.
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import replace
 
 import torch
 
 from minilm.model import GPT, flops_per_token
-from minilm.runtime import choose_device, set_threads
+from minilm.runtime import choose_device, set_threads, wall_seconds
 from minilm.train import (MODEL_SIZES, RECIPES, Process, autocast_context, make_optimizer, model_config,
                           optimizer_step)
 
@@ -34,15 +33,7 @@ def peak_flops(device: torch.device) -> float | None:
 
 
 def median_seconds(step, device: torch.device, repeats: int) -> float:
-    times = []
-    for _ in range(repeats + 2):  # two warm-up steps (compilation, allocator)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        began = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - began)
+    times = [wall_seconds(step, device) for _ in range(repeats + 2)]  # two warm-up steps (compilation, allocator)
     return statistics.median(times[2:])
 
 

@@ -12,24 +12,13 @@ median times and minilm's throughput relative to Hugging Face's (goal: >= 1.0x).
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 from tqdm.auto import tqdm
 
 from minilm.interop import to_hf_gpt2
 from minilm.model import GPT, config_for_preset, count_parameters
-from minilm.runtime import choose_device, seed_everything, set_threads
-
-
-def step_seconds(step, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
+from minilm.runtime import choose_device, seed_everything, set_threads, wall_seconds
 
 
 def main() -> None:
@@ -67,8 +56,8 @@ def main() -> None:
     ours_step(), theirs_step()  # warm up (and check both losses agree before any update)
     times = {"minilm": [], "transformers": []}
     for _ in tqdm(range(args.steps), desc="steps"):
-        times["minilm"].append(step_seconds(ours_step, device))
-        times["transformers"].append(step_seconds(theirs_step, device))
+        times["minilm"].append(wall_seconds(ours_step, device))
+        times["transformers"].append(wall_seconds(theirs_step, device))
     medians = {name: sorted(values)[len(values) // 2] for name, values in times.items()}
 
     tokens = args.batch * config.context_length

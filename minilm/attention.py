@@ -28,7 +28,6 @@ import math
 import os
 import statistics
 import sys
-import time
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +35,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
+
+from minilm.runtime import wall_seconds
 
 
 def softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -242,20 +243,9 @@ def measure_attention(path: str, length: int, batch: int = 1, heads: int = 4, he
     }[path]
     with torch.no_grad():
         run()  # warm-up: the first call pays for one-off set-up
-        seconds = statistics.median(_seconds(run, device) for _ in range(repeats))
+        seconds = statistics.median(wall_seconds(run, device) for _ in range(repeats))
         peak_bytes = _peak_bytes(run, device)
     return AttentionCost(path, length, seconds, peak_bytes)
-
-
-def _seconds(run, device: torch.device) -> float:
-    """Wall time of one call, waiting for the GPU to finish its queued work."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    run()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
 
 
 def _peak_bytes(run, device: torch.device) -> int | None:

@@ -23,10 +23,12 @@ window (the tokens are still exactly those of generation without a cache).
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
 import torch
+
+from minilm.runtime import wall_seconds
+
 
 def _check_settings(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
     """Catch bad sampling settings before the first step, each with an error saying what to use."""
@@ -170,13 +172,6 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, temperature: float =
 
 def generation_seconds(model, idx: torch.Tensor, max_new_tokens: int, use_cache: bool, repeats: int = 3) -> float:
     """Median wall time of a greedy `generate` (stop tokens off, so every run makes max_new_tokens)."""
-    times = []
-    for _ in range(repeats):
-        if idx.device.type == "cuda":
-            torch.cuda.synchronize(idx.device)
-        start = time.perf_counter()
-        generate(model, idx, max_new_tokens, temperature=0, use_cache=use_cache)
-        if idx.device.type == "cuda":
-            torch.cuda.synchronize(idx.device)
-        times.append(time.perf_counter() - start)
+    times = [wall_seconds(lambda: generate(model, idx, max_new_tokens, temperature=0, use_cache=use_cache),
+                          idx.device) for _ in range(repeats)]
     return sorted(times)[len(times) // 2]

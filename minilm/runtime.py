@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import random
+import time
+from typing import Callable
 
 import numpy as np
 import torch
@@ -82,6 +84,19 @@ def set_threads(count: int | None = None) -> int:
             raise ValueError(f"MINILM_THREADS={value!r} must be a whole number of at least 1.")
         torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+def wall_seconds(run: Callable[[], object], device: torch.device | str) -> float:
+    """Wall time of one call of `run`, waiting for the GPU to finish its queued work before and after
+    (CUDA kernels run asynchronously: without the waits a timer measures only the launch)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    run()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
 
 
 def cuda_required() -> bool:
