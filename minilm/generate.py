@@ -23,7 +23,7 @@ window (the tokens are still exactly those of generation without a cache).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -139,6 +139,17 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, temperature: float =
     others go on; generation ends when every row has finished. The model runs in eval mode (no
     dropout) without gradients, and is put back in the mode it was in.
     """
+    steps = generate_steps(model, idx, max_new_tokens, temperature, top_k, top_p, stop_tokens, seed, use_cache)
+    return torch.cat([idx, *(chosen[:, None] for chosen in steps)], dim=1)  # (batch, time + new)
+
+
+@torch.no_grad()
+def generate_steps(model, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                   top_k: int | None = None, top_p: float | None = None,
+                   stop_tokens: Sequence[int] | None = None, seed: int | None = None,
+                   use_cache: bool = True) -> Iterator[torch.Tensor]:
+    """`generate`'s loop, one step at a time: yields each step's chosen tokens (batch,) as soon as they
+    are picked, so a server can stream them. The arguments and rules are generate's."""
     _check_settings(max_new_tokens, temperature, top_k, top_p)
     if idx.dim() != 2 or idx.dtype != torch.long:
         raise ValueError(f"idx must be a LongTensor of token ids (batch, time), got {idx.dtype} {tuple(idx.shape)}.")
@@ -156,18 +167,17 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, temperature: float =
     model.eval()
     tokens = idx
     try:
-        with torch.no_grad():
-            for _ in range(max_new_tokens):
-                chosen = next_token(_last_logits(model, tokens, cache), temperature, top_k, top_p, generator)
-                if len(stops):
-                    chosen = torch.where(finished, tokens[:, -1], chosen)  # (batch,): a finished row repeats its stop
-                    finished |= torch.isin(chosen, stops)
-                tokens = torch.cat([tokens, chosen[:, None]], dim=1)  # (batch, time + 1)
-                if len(stops) and finished.all():
-                    break
+        for _ in range(max_new_tokens):
+            chosen = next_token(_last_logits(model, tokens, cache), temperature, top_k, top_p, generator)
+            if len(stops):
+                chosen = torch.where(finished, tokens[:, -1], chosen)  # (batch,): a finished row repeats its stop
+                finished |= torch.isin(chosen, stops)
+            tokens = torch.cat([tokens, chosen[:, None]], dim=1)  # (batch, time + 1)
+            yield chosen
+            if len(stops) and finished.all():
+                break
     finally:
         model.train(was_training)
-    return tokens
 
 
 def generation_seconds(model, idx: torch.Tensor, max_new_tokens: int, use_cache: bool, repeats: int = 3) -> float:

@@ -40,7 +40,7 @@ import torch
 from minilm.chat import CHAT_TOKENS, END_OF_MESSAGE, format_chat
 from minilm.checkpoint import load_checkpoint
 from minilm.data import END_OF_TEXT
-from minilm.generate import next_token
+from minilm.generate import generate_steps
 from minilm.runtime import choose_device
 
 MAX_BODY_BYTES = 64 * 1024  # a request body larger than this is refused (413)
@@ -82,28 +82,12 @@ def _number(value) -> bool:
 def stream_tokens(model, prompt_ids: list[int], max_new_tokens: int, temperature: float = 0.0,
                   top_k: int | None = None, top_p: float | None = None, stop_ids=(),
                   seed: int | None = None) -> Iterator[int]:
-    """Yield the tokens `model.generate` would write for one prompt, each as soon as it is chosen.
-
-    It is generate's loop for one sequence that fits the context (the server checks it does):
-    chapter 3's `next_token` picks each token, the KV cache keeps the earlier keys and values.
-    A stop token ends the stream and is yielded last.
-    """
+    """Yield the tokens `model.generate` would write for one prompt, each as soon as it is chosen
+    (chapter 3's `generate_steps`, with its KV cache). A stop token ends the stream and is yielded last."""
     device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
-    cache = model.new_cache(1)
-    new = torch.tensor([prompt_ids], device=device)  # (1, prompt): first the whole prompt, then one token
-    was_training = model.training
-    model.eval()
-    try:
-        for _ in range(max_new_tokens):
-            logits, _ = model(new, cache=cache)  # (1, time, vocab)
-            token = next_token(logits[:, -1], temperature, top_k, top_p, generator)  # (1,)
-            yield token.item()
-            if token.item() in stop_ids:
-                return
-            new = token[:, None]  # (1, 1)
-    finally:
-        model.train(was_training)
+    prompt = torch.tensor([prompt_ids], device=device)  # (1, prompt)
+    for chosen in generate_steps(model, prompt, max_new_tokens, temperature, top_k, top_p, stop_ids, seed):
+        yield chosen.item()
 
 
 class ModelServer:
