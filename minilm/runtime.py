@@ -107,9 +107,9 @@ def cuda_required() -> bool:
 def confirm_device(model: torch.nn.Module | torch.Tensor) -> str:
     """Say where a model (or tensor) lives; under the GPU check, fail unless it is on CUDA."""
     if isinstance(model, torch.Tensor):
-        device = model.device
+        device, what = model.device, "the tensor is"
     else:
-        device = next(model.parameters()).device
+        device, what = next(model.parameters()).device, "model parameters are"
     if cuda_required() and device.type != "cuda":
-        raise DeviceError(f"the GPU check is on (MINILM_REQUIRE_CUDA=1) but the model is on {device}.")
-    return f"model parameters are on {device}"
+        raise DeviceError(f"the GPU check is on (MINILM_REQUIRE_CUDA=1) but {what} on {device}.")
+    return f"{what} on {device}"

@@ -120,9 +120,12 @@ def test_confirm_device_under_gpu_check(monkeypatch):
     model = torch.nn.Linear(2, 2)
     monkeypatch.delenv("MINILM_REQUIRE_CUDA", raising=False)
     assert "cpu" in confirm_device(model)
+    assert confirm_device(torch.zeros(2)) == "the tensor is on cpu"
     monkeypatch.setenv("MINILM_REQUIRE_CUDA", "1")
     with pytest.raises(DeviceError, match="GPU check"):
         confirm_device(model)
+    with pytest.raises(DeviceError, match="the tensor is on cpu"):
+        confirm_device(torch.zeros(2))
 
 
 def test_environment_report_names_what_matters(monkeypatch):
