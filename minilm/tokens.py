@@ -24,7 +24,6 @@ the denominator of bits per byte.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,12 +142,6 @@ def corpus_digest(corpus: DatasetDict) -> str:
     return digest.hexdigest()
 
 
-def _tokenizer_code_hash() -> str:
-    """The tokenizers' source code, so that changing how text is tokenised rebuilds the streams."""
-    source = "".join(inspect.getsource(module) for module in (tokenizer_module, bpe_train))
-    return hashlib.sha256(source.encode()).hexdigest()
-
-
 def train_tokenizer(corpus: DatasetDict, vocab_size: int, kind: str = "bpe",
                     progress: bool = False) -> BPETokenizer | CharTokenizer:
     """A BPE tokenizer trained on the train split, or a character tokenizer over every split's alphabet.
@@ -182,5 +175,7 @@ def prepare_tokens(corpus: DatasetDict, vocab_size: int, kind: str = "bpe", prog
         meta = {"dtype": smallest_unsigned_dtype(tokenizer.vocab_size).name, "splits": splits}
         (folder / "tokens.json").write_text(json.dumps(meta, indent=2))
 
-    inputs = {"corpus": corpus_digest(corpus), "vocab_size": vocab_size, "kind": kind, "code": _tokenizer_code_hash()}
-    return PreparedTokens.load(cached_artifact(f"tokens-{kind}", inputs, build))
+    inputs = {"corpus": corpus_digest(corpus), "vocab_size": vocab_size, "kind": kind}
+    # the tokenizers' code is part of the key: changing how text is tokenised rebuilds the streams
+    folder = cached_artifact(f"tokens-{kind}", inputs, build, code=(tokenizer_module, bpe_train))
+    return PreparedTokens.load(folder)

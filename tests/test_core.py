@@ -104,6 +104,15 @@ def test_cache_key_depends_on_builder_code():
     assert artifact_key("x", {"a": 1}, one) != artifact_key("x", {"a": 1}, os.path.join)
 
 
+def test_cache_key_depends_on_the_extra_code_files(tmp_path):
+    source = tmp_path / "step.py"
+    source.write_text("def step(): return 1\n")
+    before = artifact_key("x", {"a": 1}, code=[source])
+    assert artifact_key("x", {"a": 1}, code=[source]) == before != artifact_key("x", {"a": 1})
+    source.write_text("def step(): return 2\n")
+    assert artifact_key("x", {"a": 1}, code=[source]) != before
+
+
 def test_failed_build_leaves_nothing_behind(tmp_path, monkeypatch):
     monkeypatch.setenv("MINILM_CACHE", str(tmp_path))
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import math
 import sys
@@ -181,20 +180,11 @@ def to_dataset_dict(splits: dict[str, list[Document]]) -> datasets.DatasetDict:
     }, features=features) for name, docs in splits.items()})
 
 
-def code_fingerprint() -> str:
-    """A hash of every module of minilm.data, so a change to any step rebuilds the corpus."""
-    folder = Path(__file__).parent
-    digest = hashlib.sha256()
-    for path in sorted(folder.glob("*.py")):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 def cache_inputs(config: CorpusConfig) -> dict:
     files = [(str(Path(p).resolve()), Path(p).stat().st_size, Path(p).stat().st_mtime_ns)
              for p in config.text_files if Path(p).is_file()]
     return {"config": dataclasses.asdict(config), "python": sys.version, "stdlib": str(stdlib_root()),
-            "code": code_fingerprint(), "files": files}
+            "files": files}
 
 
 def corpus_path(config: CorpusConfig | None = None) -> Path:
@@ -207,7 +197,8 @@ def corpus_path(config: CorpusConfig | None = None) -> Path:
             to_dataset_dict(result.splits).save_to_disk(str(folder / "dataset"))
         (folder / "report.json").write_text(json.dumps(result.report, indent=1, default=str))
 
-    return cached_artifact("corpus", cache_inputs(config), build)
+    data_modules = sorted(Path(__file__).parent.glob("*.py"))  # a change to any step rebuilds the corpus
+    return cached_artifact("corpus", cache_inputs(config), build, code=data_modules)
 
 
 def build_corpus(config: CorpusConfig | None = None) -> datasets.DatasetDict:
