@@ -150,11 +150,12 @@ def code_model(preset: str | None = None, device=None) -> CodeModel:
         seed_everything(0)
         model = GPT(GPTConfig(vocab_size=tokens.tokenizer.vocab_size, context_length=sizes.context_length,
                               n_layer=sizes.n_layer, n_head=max(2, sizes.n_embd // 64), n_embd=sizes.n_embd))
-        model.to(device or choose_device())
+        place = device or choose_device()
+        model.to(place)
         config = TrainConfig(steps=sizes.steps, batch_size=sizes.batch_size, context_length=sizes.context_length,
                              lr=sizes.lr, min_lr=sizes.lr / 10, warmup_steps=max(1, sizes.steps // 20),
                              eval_every=max(1, sizes.steps // 10), eval_batches=4)
-        history = train(model, TokenBatches(tokens.streams, config), config)
+        history = train(model, TokenBatches(tokens.streams, config, place), config)  # batches beside the model
         save_checkpoint(folder, model, train_config=asdict(config), step=sizes.steps, history=history,
                         tokenizer=tokens.tokenizer)
 
