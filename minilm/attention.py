@@ -50,7 +50,9 @@ def softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     peak = peak.masked_fill(peak == float("-inf"), 0.0)  # an all -inf row: shift by 0, not by -inf
     exps = torch.exp(x - peak)  # every exponent ≤ 0, so every value is in [0, 1]
     total = exps.sum(dim=dim, keepdim=True)  # ≥ 1 when the row has a finite entry (its max gives e⁰)
-    return exps / total.clamp_min(1.0)  # the clamp only acts on all -inf rows, turning 0/0 into 0
+    # An all -inf row sums to exactly 0: divide it by 1 instead (0/1 = 0, not 0/0 = NaN). `where` leaves
+    # every other row's gradient untouched; clamp_min(1.0) would not, at a row with one key (total == 1).
+    return exps / torch.where(total > 0, total, torch.ones_like(total))
 
 
 def causal_mask(t_q: int, t_k: int | None = None, device: torch.device | str | None = None) -> torch.Tensor:

@@ -57,6 +57,36 @@ def test_softmax_of_an_all_minus_infinity_row_is_zero():
     assert torch.isfinite(x.grad).all()
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_gradient_is_right_for_one_key_and_no_key_rows(dtype):
+    # A row with one finite entry (the first query of every causal sequence) sums to exactly 1, and a
+    # row with none sums to 0: both edges of the division. Compare with torch.softmax, row by row.
+    inf = float("-inf")
+    rows = torch.tensor([[0.3, inf, inf], [inf, -2.0, inf], [inf, inf, inf], [0.5, -1.0, 2.0]], dtype=dtype)
+    upstream = torch.tensor([[1.0, 2.0, 3.0], [-1.0, 4.0, 0.5], [2.0, -3.0, 1.0], [0.7, -0.2, 1.5]], dtype=dtype)
+    ours = rows.clone().requires_grad_()
+    (softmax(ours) * upstream).sum().backward()
+    for index in (0, 1, 3):  # rows with at least one key: torch.softmax is the reference
+        theirs = rows[index].clone().requires_grad_()
+        (torch.softmax(theirs, dim=-1) * upstream[index]).sum().backward()
+        finite = torch.isfinite(rows[index])
+        torch.testing.assert_close(ours.grad[index][finite], theirs.grad[finite], **TOLERANCE[dtype])
+    assert torch.equal(ours.grad[0], torch.zeros(3, dtype=dtype))  # one key: its weight is 1 whatever its score
+    assert torch.equal(ours.grad[2], torch.zeros(3, dtype=dtype))  # no key: nothing to learn, and no NaN
+
+
+def test_causal_attention_gradient_at_the_first_position_matches_torch():
+    # The first query sees one key; its gradient must match PyTorch's fused kernel (a float64 reference).
+    q, k, v, _ = random_case(11, torch.float64, leading=(2, 3), t_q=5, t_k=5)
+    ours = [t.clone().requires_grad_() for t in (q, k, v)]
+    theirs = [t.clone().requires_grad_() for t in (q, k, v)]
+    upstream = torch.randn(2, 3, 5, v.shape[-1], dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    (scaled_dot_product_attention(*ours, mask=causal_mask(5))[0] * upstream).sum().backward()
+    (F.scaled_dot_product_attention(*theirs, is_causal=True) * upstream).sum().backward()
+    for mine, reference in zip(ours, theirs):
+        torch.testing.assert_close(mine.grad, reference.grad, **TOLERANCE[torch.float64])
+
+
 # masks
 
 
