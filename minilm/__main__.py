@@ -2,13 +2,16 @@
 
 Each command lives beside the code it runs: a module listed in COMMAND_MODULES defines
 `add_command(subparsers)`, which adds its sub-parser and sets `run` as the function to call.
-Errors a learner can fix (no such device, unknown preset, bad checkpoint) print one line.
+Errors a learner can fix (no such device, unknown preset, bad checkpoint) print one line, and so
+does Ctrl+C. Every command runs on $MINILM_THREADS CPU threads when it is set.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+
+from minilm.runtime import set_threads
 
 COMMAND_MODULES = ["minilm.report", "minilm.cli", "minilm.serve"]
 
@@ -25,10 +28,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        set_threads()  # $MINILM_THREADS, for every command
         return args.run(args) or 0
     except (ValueError, RuntimeError, FileNotFoundError) as error:  # DeviceError, PresetError, ...
         print(f"minilm {args.command}: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"minilm {args.command}: stopped (Ctrl+C).", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

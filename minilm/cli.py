@@ -12,22 +12,30 @@ interrupted run. Started by torchrun, it trains on every process torchrun starte
 
 `generate` loads a checkpoint and continues a prompt. Every size not given on the command line
 comes from the preset's recipe (minilm.train.RECIPES).
+
+A run saves its checkpoint at least every --checkpoint-minutes (and every --checkpoint-every steps,
+if given); Ctrl+C or SIGTERM finishes the step, saves and stops with one line, so `--resume` never
+loses more than the steps since the last save. Numbers are checked as they are read: a value
+out of range is refused with a line saying which values are allowed.
 """
 from __future__ import annotations
 
 import argparse
+import math
+import re
 from dataclasses import replace
 
 import torch
 
-from minilm.checkpoint import load_checkpoint
+from minilm.checkpoint import CheckpointError, check_writable, has_checkpoint, load_checkpoint, read_manifest
 from minilm.data import END_OF_TEXT, CorpusConfig, build_corpus
 from minilm.distributed import distributed, main_process_first, ring_all_reduce_bytes
+from minilm.generate import document_prompt
 from minilm.model import GPT, count_parameters
 from minilm.presets import PRESETS, choose, current_preset
 from minilm.runtime import choose_device, seed_everything
 from minilm.tokens import prepare_tokens
-from minilm.train import MODEL_SIZES, RECIPES, SampleEvery, TokenBatches, model_config, train
+from minilm.train import MODEL_SIZES, RECIPES, SampleEvery, TokenBatches, TrainingInterrupted, model_config, train
 
 DATA_SOURCES = {  # --data -> chapter 1's sources and their shares (None: chapter 1's default mix)
     "stories": {"stories": 1.0},
@@ -51,6 +59,43 @@ GENERATE_EXAMPLES = """examples:
 """
 
 
+def whole_number(minimum: int, maximum: int | None = None):
+    """An argparse type: a whole number from `minimum` to `maximum` (inclusive), else one clear line."""
+    allowed = f"from {minimum:,} to {maximum:,}" if maximum is not None else f"of at least {minimum:,}"
+
+    def parse(text: str) -> int:
+        if not re.fullmatch(r"-?[0-9]{1,30}", text.strip()):  # ASCII digits: int() would take "²" or "１"
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a whole number; give one {allowed}")
+        value = int(text)
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"{value:,} is out of range; give a whole number {allowed}")
+        return value
+
+    return parse
+
+
+def number(minimum: float, maximum: float | None = None, above_minimum: bool = False):
+    """An argparse type: a finite number ≥ `minimum` (> it if `above_minimum`) and ≤ `maximum`."""
+    low = f"> {minimum:g}" if above_minimum else f">= {minimum:g}"
+    allowed = low + (f" and <= {maximum:g}" if maximum is not None else "")
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number; give one {allowed}") from None
+        if (not math.isfinite(value) or value < minimum or (above_minimum and value == minimum)
+                or (maximum is not None and value > maximum)):
+            raise argparse.ArgumentTypeError(f"{text[:40]} is out of range; give a number {allowed}")
+        return value
+
+    return parse
+
+
+SEED = whole_number(0, 2**32 - 1)  # NumPy's seeds are 32-bit, so every seed of the course is
+STEPS = whole_number(1)
+
+
 def add_command(subparsers) -> None:
     """Add `train` and `generate` to `python -m minilm`."""
     formatter = argparse.RawDescriptionHelpFormatter
@@ -72,12 +117,17 @@ def add_command(subparsers) -> None:
                              "SwiGLU) (default: gpt2)")
     parser.add_argument("--size", choices=MODEL_SIZES, help="model size, from nano (1 layer, 32 wide) to "
                         "gpt2-small (12 layers, 768 wide, 124M parameters) (default: the preset's)")
-    parser.add_argument("--steps", type=int, help="optimizer steps (default: the preset's)")
-    parser.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
-    parser.add_argument("--batch-size", type=int, help="sequences per micro-batch (default: the preset's)")
-    parser.add_argument("--accumulation", type=int, help="micro-batches per step and process (default: the "
+    parser.add_argument("--steps", type=STEPS, help="optimizer steps (default: the preset's)")
+    parser.add_argument("--lr", type=number(0, above_minimum=True), help="peak learning rate (default: the preset's)")
+    parser.add_argument("--batch-size", type=STEPS, help="sequences per micro-batch (default: the preset's)")
+    parser.add_argument("--accumulation", type=STEPS, help="micro-batches per step and process (default: the "
                         "preset's); a step sees batch-size × accumulation × processes sequences")
-    parser.add_argument("--seed", type=int, default=0, help="random seed for the weights and batches (default: 0)")
+    parser.add_argument("--seed", type=SEED, default=0, help="random seed for the weights and batches (default: 0)")
+    parser.add_argument("--checkpoint-every", type=whole_number(0), metavar="STEPS",
+                        help="also save a checkpoint every this many steps (default: 0, by time only)")
+    parser.add_argument("--checkpoint-minutes", type=number(0), metavar="MINUTES",
+                        help="save a checkpoint at least this often, so a crash loses at most this much "
+                             "(default: the preset's, 2; 0: only at the end and on Ctrl+C)")
     parser.add_argument("--device", help="cuda, mps or cpu (default: $MINILM_DEVICE, else the best there is)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run saved in --out (give the same options as when it started)")
@@ -89,15 +139,17 @@ def add_command(subparsers) -> None:
         epilog=GENERATE_EXAMPLES, formatter_class=formatter)
     parser.add_argument("--checkpoint", required=True, metavar="FOLDER", help="the --out folder of a training run")
     parser.add_argument("--prompt", default="", help="the text to continue (default: none, a fresh start)")
-    parser.add_argument("--max-new-tokens", type=int, default=150, help="the most tokens to add (default: 150)")
-    parser.add_argument("--temperature", type=float, default=1.0,
+    parser.add_argument("--max-new-tokens", type=whole_number(0), default=150,
+                        help="the most tokens to add (default: 150)")
+    parser.add_argument("--temperature", type=number(0), default=1.0,
                         help="randomness: 0 always takes the likeliest token, 1 samples the model's own "
                              "probabilities, above 1 is wilder (default: 1.0)")
-    parser.add_argument("--top-k", type=int, help="sample only among the k likeliest tokens (default: all)")
-    parser.add_argument("--top-p", type=float, help="sample only among the likeliest tokens that together "
-                        "hold probability p, e.g. 0.9 (default: all)")
-    parser.add_argument("--samples", type=int, default=1, help="how many continuations to write (default: 1)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed writes the same text")
+    parser.add_argument("--top-k", type=whole_number(1), help="sample only among the k likeliest tokens (default: all)")
+    parser.add_argument("--top-p", type=number(0, 1, above_minimum=True), help="sample only among the likeliest "
+                        "tokens that together hold probability p, e.g. 0.9 (default: all)")
+    parser.add_argument("--samples", type=whole_number(1, 1000), default=1,
+                        help="how many continuations to write (default: 1)")
+    parser.add_argument("--seed", type=SEED, default=0, help="random seed: the same seed writes the same text")
     parser.add_argument("--device", help="cuda, mps or cpu (default: $MINILM_DEVICE, else the best there is)")
     parser.set_defaults(run=run_generate)
 
@@ -106,22 +158,43 @@ def train_config_for(args, recipe):
     """The preset's TrainConfig with the command line's changes; warm-up and evaluation scale with --steps."""
     config = replace(recipe.train, context_length=MODEL_SIZES[args.size or recipe.size].context_length,
                      seed=args.seed)
-    if args.steps:
+    if args.steps is not None:
         share = args.steps / recipe.train.steps
         config = replace(config, steps=args.steps, warmup_steps=round(recipe.train.warmup_steps * share),
                          eval_every=max(1, round(recipe.train.eval_every * share)))
-    if args.lr:
+    if args.lr is not None:
         config = replace(config, lr=args.lr, min_lr=args.lr / 10)
-    if args.batch_size:
+    if args.batch_size is not None:
         config = replace(config, batch_size=args.batch_size)
-    if args.accumulation:
+    if args.accumulation is not None:
         config = replace(config, accumulation=args.accumulation)
+    if args.checkpoint_every is not None:
+        config = replace(config, checkpoint_every=args.checkpoint_every)
+    if args.checkpoint_minutes is not None:
+        config = replace(config, checkpoint_minutes=args.checkpoint_minutes)
     return config
 
 
-def run_train(args) -> None:
-    with distributed(args.device) as (process, device):  # alone unless torchrun started several processes
-        train_here(args, process, device)
+def check_out_folder(args) -> None:
+    """Before any work: --out must be a folder we can write to, and --resume must continue a run on
+    the same data (the checkpoint records its --data)."""
+    check_writable(args.out)
+    if args.resume and has_checkpoint(args.out):
+        saved = read_manifest(args.out, verify=False).get("run", {}).get("data")
+        if saved is not None and saved != args.data:
+            raise CheckpointError(f"{args.out} was trained with --data {saved}; resume it with --data {saved}, "
+                                  f"or train --data {args.data} into a new folder.")
+
+
+def run_train(args) -> int:
+    check_out_folder(args)
+    try:
+        with distributed(args.device) as (process, device):  # alone unless torchrun started several processes
+            train_here(args, process, device)
+    except TrainingInterrupted as stop:
+        print(f"minilm train: {stop}", flush=True)
+        return 128 + stop.signal_number  # the shell's convention: 130 after Ctrl+C, 143 after SIGTERM
+    return 0
 
 
 def train_here(args, process, device) -> None:
@@ -143,7 +216,8 @@ def train_here(args, process, device) -> None:
         f"{config.tokens_per_step:,} tokens{processes}")
     sampler = SampleEvery(tokens.tokenizer, config.eval_every, max_new_tokens=60)
     history = train(model, TokenBatches(tokens.streams, config, device), config, args.out, resume=args.resume,
-                    tokenizer=tokens.tokenizer, callbacks=[sampler] if process.is_main else [], process=process)
+                    tokenizer=tokens.tokenizer, callbacks=[sampler] if process.is_main else [], process=process,
+                    run_info={"data": args.data})
     final = history[-1]
     say(f"step {final['step']}: train loss {final.get('train_loss', float('nan')):.3f}, validation loss "
         f"{final.get('val_loss', float('nan')):.3f} nats per token")
@@ -161,8 +235,7 @@ def run_generate(args) -> None:
         raise ValueError(f"{args.checkpoint} was saved without a tokenizer, so its tokens cannot be turned "
                          f"into text; save it with save_checkpoint(..., tokenizer=...).")
     end_of_text = tokenizer.special_tokens[END_OF_TEXT]
-    prompt = [end_of_text] + tokenizer.encode(args.prompt)  # every training document began after END_OF_TEXT
-    prompt = prompt[-model.config.context_length:]
+    prompt = document_prompt(tokenizer, args.prompt)[-model.config.context_length:]
     device = next(model.parameters()).device
     idx = torch.tensor([prompt] * args.samples, device=device)  # (samples, prompt tokens)
     out = model.generate(idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,

@@ -23,10 +23,12 @@ window (the tokens are still exactly those of generation without a cache).
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 
 import torch
 
+from minilm.data import END_OF_TEXT
 from minilm.runtime import wall_seconds
 
 
@@ -34,12 +36,22 @@ def _check_settings(max_new_tokens: int, temperature: float, top_k: int | None, 
     """Catch bad sampling settings before the first step, each with an error saying what to use."""
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be 0 or more, got {max_new_tokens}.")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature}.")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be a finite number >= 0 (0 means greedy), got {temperature}.")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be at least 1 (or None to keep every token), got {top_k}.")
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must lie in (0, 1] (or None to keep every token), got {top_p}.")
+
+
+def document_prompt(tokenizer, text: str) -> list[int]:
+    """The token ids of a prompt that starts a text: END_OF_TEXT, then the text's tokens.
+
+    Every training document came right after an END_OF_TEXT, so this is how the model saw each text
+    begin. The command line and the server both prompt this way: the same greedy prompt writes the
+    same text through either.
+    """
+    return [tokenizer.special_tokens[END_OF_TEXT]] + tokenizer.encode(text)
 
 
 def filter_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:

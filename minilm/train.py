@@ -33,6 +33,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,8 +47,8 @@ from tqdm.auto import tqdm
 
 from minilm.bpe_train import progress_bar
 from minilm.cache import cached_artifact
-from minilm.checkpoint import (CheckpointError, TrainingState, has_checkpoint, load_checkpoint,
-                               restore_training_state, save_checkpoint)
+from minilm.checkpoint import (CheckpointError, TrainingState, check_writable, has_checkpoint, load_checkpoint,
+                               restore_training_state, save_checkpoint, tokenizer_digest)
 from minilm.data import END_OF_TEXT, CorpusConfig, build_corpus
 from minilm.model import GPT, GPTConfig, ModelSize
 from minilm.presets import choose, current_preset
@@ -58,7 +60,7 @@ Callback = Callable[[dict, torch.nn.Module], None]
 
 # Settings that may change when a run is resumed: they decide what is measured and saved, never
 # which numbers the training itself computes.
-RESUMABLE_CHANGES = ("eval_every", "eval_batches", "checkpoint_every", "compile")
+RESUMABLE_CHANGES = ("eval_every", "eval_batches", "checkpoint_every", "checkpoint_minutes", "compile")
 
 
 @dataclass
@@ -76,7 +78,8 @@ class TrainConfig:
     grad_clip: float = 1.0  # the largest global gradient norm allowed (0: no clipping)
     eval_every: int = 50  # measure the validation loss every this many steps, at the start and the end (0: never)
     eval_batches: int = 8  # validation batches per measurement: always the same ones, so curves compare
-    checkpoint_every: int = 0  # save a checkpoint every this many steps (0: only at the end)
+    checkpoint_every: int = 0  # also save a checkpoint every this many steps (0: by time only)
+    checkpoint_minutes: float = 2.0  # save at least this often (0: never by time): a kill loses at most this much
     precision: str = "auto"  # "auto": bf16 autocast on CUDA, float32 elsewhere; or "bf16" / "fp32"
     compile: bool = False  # torch.compile the model: faster steps on a GPU after a slow first one
     seed: int = 0  # seeds dropout and which batches are drawn
@@ -92,6 +95,8 @@ class TrainConfig:
             problems.append(f"min_lr={self.min_lr} must lie between 0 and lr={self.lr}")
         if self.grad_clip < 0 or self.weight_decay < 0:
             problems.append("grad_clip and weight_decay cannot be negative (0 turns them off)")
+        if self.checkpoint_every < 0 or not self.checkpoint_minutes >= 0:
+            problems.append("checkpoint_every and checkpoint_minutes cannot be negative (0 turns them off)")
         if self.precision not in ("auto", "bf16", "fp32"):
             problems.append(f"precision={self.precision!r} must be 'auto', 'bf16' or 'fp32'")
         if problems:
@@ -134,11 +139,12 @@ class NonFiniteLossError(FloatingPointError):
 def learning_rate(step: int, config: TrainConfig) -> float:
     """The learning rate of optimizer step `step` (counted from 0).
 
-    Warm-up: lr · (step + 1) / warmup_steps, a straight line up to lr. Then a half cosine from lr
-    down to min_lr over the remaining steps: min_lr + ½ (1 + cos(π · progress)) (lr − min_lr).
+    Warm-up: lr · (step + 1) / (warmup_steps + 1), a straight line that rises at every step and
+    reaches lr at step warmup_steps, the first of the decay. Then a half cosine from lr down to
+    min_lr over the remaining steps: min_lr + ½ (1 + cos(π · progress)) (lr − min_lr).
     """
     if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
+        return config.lr * (step + 1) / (config.warmup_steps + 1)
     decay_steps = max(1, config.steps - config.warmup_steps)
     progress = min(1.0, (step - config.warmup_steps) / decay_steps)  # 0 → 1 over the decay
     return config.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (config.lr - config.min_lr)
@@ -221,6 +227,13 @@ class TokenBatches:
         self.context_length = config.context_length
         self.seed = config.seed
         self.device = device
+
+    @property
+    def fingerprint(self) -> str | None:
+        """Which token streams these are (their cache folder, keyed by corpus and tokenizer), if known:
+        a checkpoint records it, so a run is never resumed on other data."""
+        path = getattr(self.streams.get("train"), "path", None)
+        return None if path is None else f"{Path(path).parent.name}/{Path(path).name}:{len(self.streams['train'])}"
 
     def get_batch(self, split: str, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         digest = hashlib.blake2b(f"{self.seed}/{split}/{index}".encode(), digest_size=8).digest()
@@ -310,44 +323,99 @@ def lr_range_test(model: torch.nn.Module, batches, config: TrainConfig, start: f
     return records
 
 
-def check_resumable(state: TrainingState, config: TrainConfig, process: Process = Process()) -> None:
-    """A run continues only under the settings it started with (a few harmless ones excepted).
+def check_resumable(state: TrainingState, config: TrainConfig, run: dict, process: Process = Process()) -> None:
+    """A run continues only under the settings and on the data it started with (a few harmless
+    settings excepted).
 
     The number of processes may change if `accumulation` changes with it, so that each step still
     takes the same batches: the checkpoint's data position says how many a step took.
     """
     saved, current = state.train_config, asdict(config)
     changed = [f"{key}: {saved.get(key)!r} -> {current[key]!r}" for key in current
-               if key not in RESUMABLE_CHANGES + ("accumulation",) and saved.get(key) != current[key]]
+               if key not in RESUMABLE_CHANGES + ("accumulation",) and key in saved and saved[key] != current[key]]
     per_step = state.data_position // state.step if state.step else saved.get("accumulation")
     if config.accumulation * process.world_size != per_step:
         changed.append(f"accumulation × processes: {per_step} -> {config.accumulation} × {process.world_size}")
     if changed:
         raise CheckpointError("this checkpoint was trained with other settings (" + ", ".join(changed) +
                               "); resume with the same TrainConfig, or train into a new folder.")
+    other_data = [f"{key}: {state.run[key]!r} -> {value!r}" for key, value in run.items()
+                  if key in state.run and state.run[key] != value]
+    if other_data:
+        raise CheckpointError("this checkpoint was trained on other data (" + "; ".join(other_data) +
+                              "); resume with the data and tokenizer it started with, or train into a new folder.")
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl+C (SIGINT) or SIGTERM stopped training; the checkpoint in `out_dir` holds the last step."""
+
+    def __init__(self, signal_number: int, step: int, steps: int, out_dir: Path):
+        self.signal_number, self.step, self.out_dir = signal_number, step, out_dir
+        name = "Ctrl+C" if signal_number == signal.SIGINT else signal.Signals(signal_number).name
+        super().__init__(f"interrupted ({name}) after step {step} of {steps}; the checkpoint in {out_dir} holds "
+                         f"it: run the same command with --resume (train(..., resume=True)) to continue.")
+
+
+@contextlib.contextmanager
+def stop_requests(enabled: bool):
+    """While training, Ctrl+C or SIGTERM only asks the loop to stop: it finishes the step, saves and
+    raises `TrainingInterrupted`. A second Ctrl+C stops at once (the last checkpoint stays whole).
+    Yields a list that receives the signal numbers."""
+    received: list[int] = []
+    if not enabled or threading.current_thread() is not threading.main_thread():  # signals reach the main thread
+        yield received
+        return
+
+    def ask_to_stop(signal_number, frame):
+        if received and signal_number == signal.SIGINT:
+            raise KeyboardInterrupt
+        received.append(signal_number)
+
+    previous = {number: signal.signal(number, ask_to_stop) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def run_record(batches, tokenizer, run_info: dict | None) -> dict:
+    """What a checkpoint records of the run's data: the caller's notes, the token streams, the tokenizer."""
+    run = dict(run_info or {})
+    fingerprint = getattr(batches, "fingerprint", None)
+    if fingerprint is not None:
+        run["tokens"] = fingerprint
+    if tokenizer is not None:
+        run["tokenizer"] = tokenizer_digest(tokenizer)
+    return run
 
 
 def train(model: torch.nn.Module, batches, config: TrainConfig, out_dir: str | Path | None = None, *,
           resume: bool = False, callbacks: Iterable[Callback] = (), process: Process = Process(),
-          tokenizer=None) -> list[dict]:
+          tokenizer=None, run_info: dict | None = None) -> list[dict]:
     """Train `model` in place and return its history: one dict per step, plus validation losses.
 
     Each step's dict holds step, lr, train_loss, grad_norm, tokens (seen so far), tokens_per_s and
     seconds; every `eval_every` steps (and at steps 0 and `config.steps`) it also holds val_loss.
     With `out_dir` a checkpoint (and `tokenizer`, if given) is saved there every `checkpoint_every`
-    steps and at the end; `resume=True` continues the run saved in `out_dir`. Each callback is
-    called as `callback(record, model)` after every step, before the checkpoint is saved (it may add
-    to the record: samples, say). The model is left in eval mode.
+    steps, at least every `checkpoint_minutes`, at the end, and when Ctrl+C or SIGTERM stops the run
+    (which then raises `TrainingInterrupted`); `resume=True` continues the run saved in `out_dir`,
+    refusing other settings or other data (`run_info`, the token streams, the tokenizer). Each
+    callback is called as `callback(record, model)` after every step, before the checkpoint is saved
+    (it may add to the record: samples, say). The model is left in eval mode.
     """
     get_batch = as_batch_function(batches)
     device = next(model.parameters()).device
+    if out_dir is not None:
+        out_dir = check_writable(out_dir) if process.is_main else Path(out_dir)  # before any work is done
+    run = run_record(batches, tokenizer, run_info)
     optimizer = make_optimizer(model, config)
     history: list[dict] = []
     if resume:
         if out_dir is None or not has_checkpoint(out_dir):
             raise CheckpointError(f"resume=True but {out_dir} holds no checkpoint; train without resume first.")
         state = restore_training_state(out_dir, model, optimizer)
-        check_resumable(state, config, process)
+        check_resumable(state, config, run, process)
         history, start = state.history, state.step
     else:
         if out_dir is not None and has_checkpoint(out_dir):
@@ -363,35 +431,49 @@ def train(model: torch.nn.Module, batches, config: TrainConfig, out_dir: str | P
     def validate() -> float:
         return estimate_loss(forward, get_batch, "validation", config.eval_batches, autocast, process)
 
+    def save(done: int) -> None:
+        save_checkpoint(out_dir, model, optimizer=optimizer, train_config=asdict(config), step=done,
+                        data_position=process.batch_index(done, 0, config.accumulation),
+                        history=history, tokenizer=tokenizer, run=run)
+
     if start == 0 and config.eval_every:
         history.append({"step": 0, "tokens": 0, "val_loss": validate()})
     # Only the main process draws the bar; TQDM_DISABLE=1 silences it too, also as a notebook widget.
     bar = progress_bar(total=config.steps, initial=start, desc="training", enabled=process.is_main)
     tokens = history[-1].get("tokens", 0) if history else 0
     seconds = history[-1].get("seconds", 0.0) if history else 0.0
-    for step in range(start, config.steps):
-        began = time.perf_counter()
-        recent = [r["grad_norm"] for r in history[-20:] if "grad_norm" in r]
-        record = optimizer_step(model, forward, optimizer, get_batch, step, learning_rate(step, config), config,
-                                process, autocast, recent)
-        elapsed = time.perf_counter() - began
-        tokens += config.tokens_per_step * process.world_size
-        seconds += elapsed
-        record.update(tokens=tokens, tokens_per_s=config.tokens_per_step * process.world_size / elapsed,
-                      seconds=seconds)
-        done = step + 1
-        if config.eval_every and (done % config.eval_every == 0 or done == config.steps):
-            record["val_loss"] = validate()
-        history.append(record)
-        bar.update(1)
-        bar.set_postfix(loss=f"{record['train_loss']:.3f}", tok_s=f"{record['tokens_per_s']:,.0f}")
-        for callback in callbacks:  # before saving, so what a callback adds to the record is kept
-            callback(record, model)
-        saving = done == config.steps or (config.checkpoint_every and done % config.checkpoint_every == 0)
-        if out_dir is not None and process.is_main and saving:
-            save_checkpoint(out_dir, model, optimizer=optimizer, train_config=asdict(config), step=done,
-                            data_position=process.batch_index(done, 0, config.accumulation),
-                            history=history, tokenizer=tokenizer)
+    last_save = time.monotonic()
+    with stop_requests(enabled=out_dir is not None) as received:
+        for step in range(start, config.steps):
+            began = time.perf_counter()
+            recent = [r["grad_norm"] for r in history[-20:] if "grad_norm" in r]
+            record = optimizer_step(model, forward, optimizer, get_batch, step, learning_rate(step, config),
+                                    config, process, autocast, recent)
+            elapsed = time.perf_counter() - began
+            tokens += config.tokens_per_step * process.world_size
+            seconds += elapsed
+            record.update(tokens=tokens, tokens_per_s=config.tokens_per_step * process.world_size / elapsed,
+                          seconds=seconds)
+            done = step + 1
+            if config.eval_every and (done % config.eval_every == 0 or done == config.steps):
+                record["val_loss"] = validate()
+            history.append(record)
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['train_loss']:.3f}", tok_s=f"{record['tokens_per_s']:,.0f}")
+            for callback in callbacks:  # before saving, so what a callback adds to the record is kept
+                callback(record, model)
+            # every process stops at the same step: a signal reaching one of them stops them all
+            stopping = process.mean(torch.tensor(float(bool(received)), device=device)).item() > 0
+            saving = (done == config.steps or stopping
+                      or (config.checkpoint_every and done % config.checkpoint_every == 0)
+                      or (config.checkpoint_minutes and time.monotonic() - last_save >= 60 * config.checkpoint_minutes))
+            if out_dir is not None and saving:
+                if process.is_main:
+                    save(done)
+                last_save = time.monotonic()
+            if stopping and done < config.steps:
+                bar.close()
+                raise TrainingInterrupted(received[0] if received else signal.SIGTERM, done, config.steps, out_dir)
     bar.close()
     model.eval()
     return history

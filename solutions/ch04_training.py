@@ -22,12 +22,13 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int
 def warmup_cosine_lr(step: int, steps: int, warmup_steps: int, lr: float, min_lr: float) -> float:
     """The learning rate of step `step` (from 0) of `steps`: linear warm-up, then cosine to min_lr.
 
-    During warm-up (step < warmup_steps): lr · (step + 1) / warmup_steps.
+    During warm-up (step < warmup_steps): lr · (step + 1) / (warmup_steps + 1), so the rate
+    rises at every step and reaches lr once, at step warmup_steps.
     After it: min_lr + ½ (1 + cos(π · progress)) (lr − min_lr), with
     progress = (step − warmup_steps) / (steps − warmup_steps), at most 1.
     """
     if step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
+        return lr * (step + 1) / (warmup_steps + 1)
     progress = min(1.0, (step - warmup_steps) / max(1, steps - warmup_steps))
     return min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (lr - min_lr)
 

@@ -1,6 +1,8 @@
 """Checkpoints: a round trip gives the same model, optimizer and random state; nothing is pickled;
-a missing, truncated or corrupted file, or a checkpoint for another config, fails clearly."""
+a missing, truncated or corrupted file, or a checkpoint for another config, fails clearly; a save cut
+short at any point leaves the previous checkpoint loadable; any module can be saved."""
 import json
+import os
 import random
 
 import numpy as np
@@ -8,8 +10,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from minilm import checkpoint as checkpoint_module
 from minilm.checkpoint import (MANIFEST, TOKENIZER, TRAINING, WEIGHTS, CheckpointError, load_checkpoint,
-                               restore_training_state, save_checkpoint)
+                               read_manifest, restore_training_state, save_checkpoint)
 from minilm.model import GPT, GPTConfig
 from minilm.tokenizer import BPETokenizer
 from minilm.train import TrainConfig, make_optimizer
@@ -35,6 +38,11 @@ def saved(tmp_path):
     save_checkpoint(tmp_path, model, optimizer=optimizer, train_config={"lr": 0.1}, step=7,
                     data_position=14, history=[{"step": 7, "train_loss": 1.5}], tokenizer=tokenizer)
     return tmp_path, model, optimizer, tokenizer
+
+
+def files_of(folder):
+    """The step folder that checkpoint.json names."""
+    return folder / json.loads((folder / MANIFEST).read_text())["files_in"]
 
 
 def test_load_checkpoint_gives_the_same_model_and_tokenizer(saved):
@@ -70,28 +78,30 @@ def test_restore_brings_back_optimizer_moments_and_random_state(saved):
 
 def test_nothing_is_pickled(saved):
     folder = saved[0]
-    assert sorted(p.name for p in folder.iterdir()) == sorted([MANIFEST, WEIGHTS, TRAINING, TOKENIZER])
+    files = files_of(folder)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([MANIFEST, files.name])
+    assert sorted(p.name for p in files.iterdir()) == sorted([WEIGHTS, TRAINING, TOKENIZER])
     for name in (WEIGHTS, TRAINING):
-        with safe_open(folder / name, framework="pt") as handle:  # safetensors: tensors and a JSON header
+        with safe_open(files / name, framework="pt") as handle:  # safetensors: tensors and a JSON header
             assert list(handle.keys())
-    for name in (MANIFEST, TOKENIZER):
-        json.loads((folder / name).read_text(encoding="utf-8"))
+    json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    json.loads((files / TOKENIZER).read_text(encoding="utf-8"))
 
 
 @pytest.mark.parametrize("name", [WEIGHTS, TRAINING, TOKENIZER])
 def test_truncated_file_is_reported(saved, name):
-    folder = saved[0]
-    data = (folder / name).read_bytes()
-    (folder / name).write_bytes(data[: len(data) // 2])
+    files = files_of(saved[0])
+    data = (files / name).read_bytes()
+    (files / name).write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match=f"{name}.*truncated or corrupted"):
-        load_checkpoint(folder)
+        load_checkpoint(saved[0])
 
 
 def test_flipped_byte_is_reported(saved):
     folder = saved[0]
-    data = bytearray((folder / WEIGHTS).read_bytes())
+    data = bytearray((files_of(folder) / WEIGHTS).read_bytes())
     data[-5] ^= 0xFF  # inside the last tensor: safetensors itself could not notice
-    (folder / WEIGHTS).write_bytes(bytes(data))
+    (files_of(folder) / WEIGHTS).write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="does not match the checksum"):
         load_checkpoint(folder)
 
@@ -102,7 +112,7 @@ def test_damaged_or_missing_pieces_are_reported(saved, tmp_path_factory):
         load_checkpoint(folder / "nowhere")
     with pytest.raises(CheckpointError, match="holds no checkpoint.json"):
         load_checkpoint(tmp_path_factory.mktemp("empty"))
-    (folder / TRAINING).unlink()
+    (files_of(folder) / TRAINING).unlink()
     with pytest.raises(CheckpointError, match="missing"):
         load_checkpoint(folder)
     text = (folder / MANIFEST).read_text()
@@ -118,6 +128,92 @@ def test_checkpoint_for_another_config_is_refused(saved):
         restore_training_state(folder, other, make_optimizer(other, TrainConfig()))
 
 
-def test_a_model_without_a_config_cannot_be_saved(tmp_path):
-    with pytest.raises(CheckpointError, match="needs a model with a config"):
-        save_checkpoint(tmp_path, torch.nn.Linear(2, 2))
+class LearnersModel(torch.nn.Module):
+    """A model written by hand, as in the capstone: no minilm config at all."""
+
+    def __init__(self, width=3):
+        super().__init__()
+        self.embed = torch.nn.Embedding(10, width)
+        self.out = torch.nn.Linear(width, 10)
+        self.register_buffer("scale", torch.tensor(2.0))
+
+    def forward(self, x):
+        return self.out(self.embed(x)) * self.scale
+
+
+def test_a_learners_own_model_is_checkpointed_and_resumed(tmp_path):
+    torch.manual_seed(0)
+    model = LearnersModel()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.tensor([[1, 2]])).sum().backward()
+    optimizer.step()
+    save_checkpoint(tmp_path, model, optimizer=optimizer, step=1, data_position=1)
+    with pytest.raises(CheckpointError, match="not a minilm GPT.*model=YourModel"):
+        load_checkpoint(tmp_path)
+    loaded = load_checkpoint(tmp_path, model=LearnersModel()).model
+    x = torch.tensor([[3, 4, 5]])
+    assert torch.equal(loaded(x), model(x))
+    fresh = LearnersModel()
+    fresh_optimizer = torch.optim.AdamW(fresh.parameters(), lr=0.1)
+    assert restore_training_state(tmp_path, fresh, fresh_optimizer).step == 1
+    for name, value in optimizer.state_dict()["state"][0].items():
+        assert torch.equal(fresh_optimizer.state_dict()["state"][0][name], value)
+    with pytest.raises(CheckpointError, match="embed.weight: checkpoint \\[10, 3\\], model \\[10, 4\\]"):
+        load_checkpoint(tmp_path, model=LearnersModel(width=4))
+
+
+STAGES = ["weights", "training", "tokenizer", "rename", "manifest"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_save_cut_short_anywhere_leaves_the_previous_checkpoint(saved, stage, monkeypatch):
+    """Make one stage of a second save fail (as a kill would stop it there): step 7 must still load, whole."""
+    folder, model, optimizer, tokenizer = saved
+    before = files_of(folder).name
+
+    class Killed(BaseException):
+        pass
+
+    def fail(*args, **kwargs):
+        raise Killed
+
+    real_replace = os.replace
+    calls = []
+
+    def replace_failing_at(index):
+        def replace(src, dst):
+            calls.append(dst)
+            if len(calls) == index:
+                raise Killed
+            return real_replace(src, dst)
+        return replace
+
+    if stage == "weights":
+        monkeypatch.setattr(checkpoint_module.safetensors.torch, "save_model", fail)
+    elif stage == "training":
+        monkeypatch.setattr(checkpoint_module.safetensors.torch, "save_file", fail)
+    elif stage == "tokenizer":
+        monkeypatch.setattr(type(tokenizer), "save", fail)
+    else:
+        monkeypatch.setattr(checkpoint_module.os, "replace", replace_failing_at(1 if stage == "rename" else 2))
+    with pytest.raises(Killed):
+        save_checkpoint(folder, model, optimizer=optimizer, step=8, tokenizer=tokenizer)
+    monkeypatch.undo()
+    assert load_checkpoint(folder).step == 7 and files_of(folder).name == before
+    save_checkpoint(folder, model, optimizer=optimizer, step=9, tokenizer=tokenizer)  # the next save tidies up
+    assert load_checkpoint(folder).step == 9
+    assert sorted(p.name for p in folder.iterdir()) == sorted([MANIFEST, files_of(folder).name])
+
+
+def test_format_1_checkpoints_still_load(saved):
+    """An earlier minilm kept the files beside checkpoint.json."""
+    folder, model, _, _ = saved
+    manifest = read_manifest(folder)
+    for path in files_of(folder).iterdir():
+        path.rename(folder / path.name)
+    files_of(folder).rmdir()
+    manifest["format"] = "minilm-checkpoint/1"
+    del manifest["files_in"]
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    x = torch.randint(0, CONFIG.vocab_size, (2, 16))
+    assert torch.equal(load_checkpoint(folder).model(x)[0], model.eval()(x)[0])

@@ -18,6 +18,7 @@ from minilm.__main__ import main
 from minilm.chat import END_OF_MESSAGE, add_chat_tokens, chat_reply
 from minilm.checkpoint import save_checkpoint
 from minilm.data import END_OF_TEXT, StoryWorld
+from minilm.generate import document_prompt
 from minilm.model import GPT, GPTConfig
 from minilm.serve import running_server, stream_tokens
 from minilm.tokenizer import BPETokenizer
@@ -62,7 +63,7 @@ def error_of(url: str, body, status: int = 400, path: str = "/generate") -> str:
 
 
 def model_text(prompt: str, max_new_tokens: int, **sampling) -> str:
-    ids = torch.tensor([TOKENIZER.encode(prompt)])
+    ids = torch.tensor([document_prompt(TOKENIZER, prompt)])  # a text starts after END_OF_TEXT
     out = MODEL.generate(ids, max_new_tokens, stop_tokens=[END], **sampling)[0, ids.shape[1]:].tolist()
     return TOKENIZER.decode(out[:out.index(END)] if END in out else out)
 
@@ -88,7 +89,7 @@ def test_generate_answers_what_the_model_writes(url):
     code, data = post(url, {"prompt": "Once, a", "max_new_tokens": 12})
     answer = json.loads(data)
     assert code == 200 and answer["text"] == model_text("Once, a", 12, temperature=0)
-    assert answer["prompt_tokens"] == len(TOKENIZER.encode("Once, a"))
+    assert answer["prompt_tokens"] == len(TOKENIZER.encode("Once, a")) + 1  # END_OF_TEXT first
     assert answer["tokens"] == len(TOKENIZER.encode(answer["text"])) or answer["stopped"]
     sampled = {"prompt": "Once, a", "max_new_tokens": 12, "temperature": 1.0, "top_k": 20, "seed": 7}
     first, second = json.loads(post(url, sampled)[1]), json.loads(post(url, sampled)[1])

@@ -50,8 +50,9 @@ def test_learning_rate_matches_torch_schedulers(warmup, steps):
                                                         eta_min=config.min_lr)
     schedulers = [cosine]
     if warmup:
-        ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1 / warmup, end_factor=1.0,
-                                                 total_iters=max(1, warmup - 1))
+        # lr (s + 1) / (warmup + 1) for s < warmup: from 1/(warmup+1) to warmup/(warmup+1) of lr, then the peak
+        ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1 / (warmup + 1),
+                                                 end_factor=warmup / (warmup + 1), total_iters=max(1, warmup - 1))
         schedulers = [torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, cosine], milestones=[warmup])]
     for step in range(steps):
         assert learning_rate(step, config) == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-9)
@@ -59,12 +60,13 @@ def test_learning_rate_matches_torch_schedulers(warmup, steps):
         schedulers[0].step()
 
 
-def test_schedule_rises_to_lr_then_falls_towards_min_lr():
-    config = TrainConfig(steps=100, warmup_steps=10, lr=1e-3, min_lr=1e-4)
+@pytest.mark.parametrize("warmup", [1, 2, 10])
+def test_schedule_rises_strictly_to_lr_once_then_falls_towards_min_lr(warmup):
+    config = TrainConfig(steps=100, warmup_steps=warmup, lr=1e-3, min_lr=1e-4)
     rates = [learning_rate(s, config) for s in range(config.steps)]
-    assert max(rates) == pytest.approx(config.lr) and rates.index(max(rates)) in (9, 10)
-    assert all(a <= b for a, b in zip(rates[:10], rates[1:10]))
-    assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
+    assert rates[warmup] == config.lr and rates.count(config.lr) == 1  # the peak, at one step only
+    assert all(a < b for a, b in zip(rates[:warmup], rates[1:warmup + 1]))  # every warm-up step rises
+    assert all(a > b for a, b in zip(rates[warmup:], rates[warmup + 1:]))  # every later step falls
     assert config.min_lr < rates[-1] < config.min_lr * 1.01
 
 

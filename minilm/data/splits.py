@@ -10,6 +10,11 @@ Splitting. A document's split is decided by a hash, not by a random draw, so it 
 other documents are added or removed. The hash is that of its near-duplicate cluster (the cluster's
 first document), so near duplicates always land on the same side: the validation set never holds a
 lightly edited copy of a training document.
+
+A small corpus can leave a split empty by chance (five documents rarely put one in a 5% split).
+Then the cluster whose hash lies nearest that split's share of [0, 1) moves there from the
+fullest split, so every split with a share gets at least one cluster; fewer clusters than such
+splits is an error that names the minimum.
 """
 from __future__ import annotations
 
@@ -85,7 +90,28 @@ def split_documents(documents: list[Document], keys: list[str],
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-9:
         raise ValueError(f"split fractions {fractions} must be three non-negative numbers (train, "
                          f"validation, test) that sum to 1, e.g. (0.9, 0.05, 0.05).")
+    cluster_split = {key: split_name(key, fractions) for key in keys}  # one decision per cluster
+    wanted = [name for name, share in zip(SPLITS, fractions) if share > 0]
+    if len(cluster_split) < len(wanted):
+        raise EmptyCorpusError(f"the corpus has {len(cluster_split)} distinct document(s) after cleaning, filtering "
+                               f"and deduplication, too few for the {len(wanted)} splits {', '.join(wanted)}: "
+                               f"give at least {len(wanted)} documents that are not near duplicates of each other "
+                               f"(a long text can be cut into several files).")
+    for name in wanted:
+        if name not in cluster_split.values():
+            cluster_split[nearest_cluster(cluster_split, name, fractions)] = name
     splits: dict[str, list[Document]] = {name: [] for name in SPLITS}
     for key, document in zip(keys, documents):
-        splits[split_name(key, fractions)].append(document)
+        splits[cluster_split[key]].append(document)
     return splits
+
+
+def nearest_cluster(cluster_split: dict[str, str], split: str, fractions: tuple[float, float, float]) -> str:
+    """The cluster to move into an empty `split`: from the split with the most clusters, the one whose
+    hash lies nearest the empty split's interval of [0, 1)."""
+    counts = {name: list(cluster_split.values()).count(name) for name in SPLITS}
+    donor = max(SPLITS, key=lambda name: counts[name])
+    start = sum(fractions[:SPLITS.index(split)])
+    middle = start + fractions[SPLITS.index(split)] / 2
+    candidates = [key for key, name in cluster_split.items() if name == donor]
+    return min(candidates, key=lambda key: (abs(hash_fraction(key) - middle), key))

@@ -31,7 +31,8 @@ def test_warmup_cosine_lr_matches_torch_schedulers(warmup, steps):
     cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps - warmup, eta_min=min_lr)
     scheduler = cosine
     if warmup:
-        ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1 / warmup, total_iters=warmup - 1)
+        ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1 / (warmup + 1),
+                                                 end_factor=warmup / (warmup + 1), total_iters=warmup - 1)
         scheduler = torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, cosine], milestones=[warmup])
     for step in range(steps):
         assert ex.warmup_cosine_lr(step, steps, warmup, lr, min_lr) == pytest.approx(optimizer.param_groups[0]["lr"])
