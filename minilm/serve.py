@@ -237,21 +237,22 @@ class ModelServer:
         yield decoder.decode(b"", final=True)  # an unfinished character becomes U+FFFD
 
 
-def make_handler(server: ModelServer, log_requests: bool = True) -> type[BaseHTTPRequestHandler]:
+def make_handler(server: ModelServer, log_requests: bool = True, read_timeout: float = READ_TIMEOUT_S,
+                 request_timeout: float = REQUEST_TIMEOUT_S) -> type[BaseHTTPRequestHandler]:
     """The request handler class for `server` (http.server makes one handler object per request)."""
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.0"  # the connection closes after each answer, which ends a stream
-        timeout = READ_TIMEOUT_S  # every read and write of the socket waits at most this long
+        timeout = read_timeout  # every read and write of the socket waits at most this long
 
         def log_message(self, format, *args):  # one line per request on stderr, unless asked not to
             if log_requests:
                 super().log_message(format, *args)
 
         def handle(self):
-            # A whole request must arrive in REQUEST_TIMEOUT_S: a client that trickles one byte at a time
+            # A whole request must arrive in request_timeout: a client that trickles one byte at a time
             # would otherwise hold its thread for ever. At the deadline the socket is shut, which ends the read.
-            self.deadline = threading.Timer(REQUEST_TIMEOUT_S, self._give_up)
+            self.deadline = threading.Timer(request_timeout, self._give_up)
             self.deadline.daemon = True
             self.deadline.start()
             try:
@@ -292,12 +293,13 @@ def make_handler(server: ModelServer, log_requests: bool = True) -> type[BaseHTT
 
         def _body(self) -> bytes:
             length = self.headers.get("Content-Length", "").strip()
-            if not re.fullmatch(r"[0-9]{1,20}", length):  # plain ASCII digits: int() would also take "²" or "１"
+            if not re.fullmatch(r"[0-9]+", length):  # plain ASCII digits: int() would also take "²" or "１"
                 raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "send the body with a Content-Length header "
                                                              "(its size in bytes, as decimal digits).")
-            if int(length) > MAX_BODY_BYTES:
-                raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                                 f"the body has {int(length):,} bytes; this server takes at most {MAX_BODY_BYTES:,}.")
+            if len(length) > len(str(MAX_BODY_BYTES)) or int(length) > MAX_BODY_BYTES:  # no int() of 5000 digits
+                raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body has {length[:20]}"
+                                 f"{'...' if len(length) > 20 else ''} bytes; this server takes at most "
+                                 f"{MAX_BODY_BYTES:,}.")
             body = self.rfile.read(int(length))
             self.deadline.cancel()  # the request has arrived
             return body
@@ -340,6 +342,7 @@ class BoundedHTTPServer(ThreadingHTTPServer):
     """A thread per connection, at most `max_connections` at once; a connection over the cap is told 503."""
 
     daemon_threads = True  # a stuck client never keeps Python from exiting
+    request_queue_size = 128  # connections the kernel holds until they are accepted (socketserver's default: 5)
 
     def __init__(self, address, handler, max_connections: int = MAX_CONNECTIONS):
         self.slots = threading.BoundedSemaphore(max_connections)
@@ -374,13 +377,14 @@ class BoundedHTTPServer(ThreadingHTTPServer):
 
 
 def make_server(model, tokenizer, host: str = "127.0.0.1", port: int = 8000, max_new_tokens: int = 256,
-                log_requests: bool = True, max_connections: int = MAX_CONNECTIONS) -> BoundedHTTPServer:
+                log_requests: bool = True, max_connections: int = MAX_CONNECTIONS,
+                read_timeout: float = READ_TIMEOUT_S, request_timeout: float = REQUEST_TIMEOUT_S) -> BoundedHTTPServer:
     """An HTTP server for the model (not started: call serve_forever). Port 0 picks a free port.
 
     A port out of range, in use, or an address this machine does not have raises ValueError with one line."""
     if not 0 <= port <= 65535:
         raise ValueError(f"port {port} is out of range; give one from 1 to 65535 (or 0 for any free port).")
-    handler = make_handler(ModelServer(model, tokenizer, max_new_tokens), log_requests)
+    handler = make_handler(ModelServer(model, tokenizer, max_new_tokens), log_requests, read_timeout, request_timeout)
     try:
         return BoundedHTTPServer((host, port), handler, max_connections)
     except OSError as error:
@@ -400,9 +404,11 @@ def is_loopback(host: str) -> bool:
 
 
 @contextlib.contextmanager
-def running_server(model, tokenizer, max_new_tokens: int = 256, log_requests: bool = False) -> Iterator[str]:
-    """Serve on 127.0.0.1 at a free port in a background thread; yield its URL; stop it on exit."""
-    httpd = make_server(model, tokenizer, port=0, max_new_tokens=max_new_tokens, log_requests=log_requests)
+def running_server(model, tokenizer, max_new_tokens: int = 256, log_requests: bool = False,
+                   **limits) -> Iterator[str]:
+    """Serve on 127.0.0.1 at a free port in a background thread; yield its URL; stop it on exit.
+    `limits`: make_server's max_connections, read_timeout and request_timeout."""
+    httpd = make_server(model, tokenizer, port=0, max_new_tokens=max_new_tokens, log_requests=log_requests, **limits)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:

@@ -44,7 +44,7 @@ from minilm.data import END_OF_TEXT, DataError, DatasetUnavailableError, Documen
 from minilm.data.clean import clean_documents
 from minilm.data.dedup import text_hash
 from minilm.data.quality import CODE_THRESHOLDS, TEXT_THRESHOLDS, QualityThresholds, filter_documents
-from minilm.data.splits import SPLITS, split_documents, split_name
+from minilm.data.splits import SPLITS, check_fractions, split_name
 from minilm.tokenizer import load_tokenizer
 from minilm.tokens import PreparedTokens, TokenStream, smallest_unsigned_dtype
 
@@ -65,7 +65,7 @@ class StreamConfig:
     def __post_init__(self) -> None:
         if self.shard_tokens < 1:
             raise ValueError(f"shard_tokens={self.shard_tokens} must be at least 1 (try 1 << 24, 16M tokens).")
-        split_documents([], [], self.split_fractions)  # chapter 1's check of the fractions
+        check_fractions(self.split_fractions)  # chapter 1's check
 
 
 @dataclass

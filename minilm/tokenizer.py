@@ -15,8 +15,8 @@ token, so nothing is silently lost).
 always. Encoding: special tokens are cut out first (longest first), the rest is pre-tokenised with
 GPT-2's pattern (minilm.bpe_train), and each pre-token's bytes are merged by rank: repeatedly the
 adjacent pair whose merge was learned earliest, until no learned pair is left. Each pre-token's ids
-are kept in a cache bounded in entries and in the length of a word it keeps, so its memory is
-bounded too, and the many repeats of " the" are merged once. Decoding joins the
+are kept in a cache bounded in bytes (it empties itself when full), so the many repeats of " the"
+are merged once and no input, however hostile, makes it grow without bound. Decoding joins the
 tokens' bytes and decodes them with errors="replace": a token that holds only part of a character
 (Chinese characters take 3 bytes) still decodes, to U+FFFD.
 
@@ -34,9 +34,9 @@ A character tokenizer saves as {"kind": "characters", "version": 1, "characters"
 """
 from __future__ import annotations
 
-import functools
 import itertools
 import json
+import sys
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -44,8 +44,8 @@ from minilm.bpe_train import (GPT2_PATTERN, GPT2_SPLIT, count_pretokens, merge_p
                               split_on_special, to_utf8, train_merges)
 from minilm.data import END_OF_TEXT
 
-WORD_CACHE_SIZE = 1 << 16  # pre-tokens whose ids encode() remembers
-CACHED_WORD_CHARS = 32  # longer pre-tokens are rare and merged afresh each time: the cache stays a few MB
+WORD_CACHE_BYTES = 8 << 20  # what encode()'s cache of pre-token ids may hold, about; then it starts afresh
+CACHED_WORD_CHARS = 32  # longer pre-tokens are rare: they are merged afresh each time, never kept
 STREAM_CHUNK_CHARS = 1 << 16  # encode_iterable encodes text in pieces of about this many characters
 NOT_A_MERGE = (float("inf"), -1)  # the rank of a pair that was never merged: after every real rank
 
@@ -150,7 +150,8 @@ class BPETokenizer:
             self._ranks.setdefault((ids[left], ids[right]), (rank, ids[left + right]))
         self._splitter = special_splitter(self.special_tokens)
         self._longest_special = max(map(len, self.special_tokens), default=1)
-        self._cached_word_ids = functools.lru_cache(maxsize=WORD_CACHE_SIZE)(self._merge_word)
+        self._word_cache: dict[str, tuple[int, ...]] = {}  # pre-token -> its ids
+        self._word_cache_bytes = 0  # what the cache holds, as sys.getsizeof counts it
 
     # Building one -----------------------------------------------------------------------------
 
@@ -193,8 +194,16 @@ class BPETokenizer:
         return self.vocab[token_id]
 
     def _word_ids(self, word: str) -> tuple[int, ...]:
-        """One pre-token's ids, from the cache when the word is short enough to keep there."""
-        return self._cached_word_ids(word) if len(word) <= CACHED_WORD_CHARS else self._merge_word(word)
+        """One pre-token's ids, from the cache when they are there; short words are kept there."""
+        ids = self._word_cache.get(word)
+        if ids is None:
+            ids = self._merge_word(word)
+            if len(word) <= CACHED_WORD_CHARS:
+                if self._word_cache_bytes > WORD_CACHE_BYTES:
+                    self._word_cache, self._word_cache_bytes = {}, 0
+                self._word_cache[word] = ids
+                self._word_cache_bytes += sys.getsizeof(word) + sys.getsizeof(ids) + 64  # 64: the dict's slot
+        return ids
 
     def _merge_word(self, word: str) -> tuple[int, ...]:
         """One pre-token's ids: its bytes, merged pair by pair in the order the merges were learned."""

@@ -120,6 +120,7 @@ def test_empty_corpora_give_clear_errors(tmp_path):
 def test_an_unreachable_dataset_gives_a_clear_error(monkeypatch):
     import datasets
 
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):  # the name differs between datasets versions
+        monkeypatch.setattr(datasets.config, name, True, raising=False)
     with pytest.raises(DatasetUnavailableError, match="once while online"):
         run_pipeline(small_config(sources={"hf:minilm-course/no-such-dataset": 1.0}))

@@ -30,7 +30,7 @@ def hf_gpt2(tied=True):
 def hf_llama(tied=False, kv_heads=2, bias=False):
     config = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=CONTEXT,
-                         rope_parameters={"rope_type": "default", "rope_theta": 1000.0}, attention_bias=bias,
+                         rope_theta=1000.0, attention_bias=bias,  # transformers 5 keeps it in rope_parameters
                          mlp_bias=bias, tie_word_embeddings=tied, bos_token_id=None, eos_token_id=None)
     return randomized(LlamaForCausalLM(config))
 

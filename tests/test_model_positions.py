@@ -44,9 +44,9 @@ def test_rope_matches_hugging_face_llama():
 
     head_dim, length, theta = 16, 24, 500.0
     config = LlamaConfig(hidden_size=64, num_attention_heads=4, max_position_embeddings=length,
-                         rope_parameters={"rope_type": "default", "rope_theta": theta})
+                         rope_theta=theta)  # transformers 5 keeps it in rope_parameters
     q, k = torch.randn(2, 2, 4, length, head_dim).unbind(0)  # (batch, heads, time, head_dim) each
-    cos_hf, sin_hf = LlamaRotaryEmbedding(config)(q, torch.arange(length)[None])
+    cos_hf, sin_hf = LlamaRotaryEmbedding(config=config)(q, torch.arange(length)[None])
     q_hf, k_hf = apply_rotary_pos_emb(q, k, cos_hf, sin_hf)
     cos, sin = RotaryEmbedding(head_dim, length, theta)(length)
     torch.testing.assert_close(apply_rope(q, cos, sin), q_hf, rtol=1e-5, atol=1e-5)

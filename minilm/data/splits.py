@@ -84,12 +84,16 @@ def mix_sources(documents: list[Document], weights: dict[str, float],
     return kept, kept_keys, report
 
 
-def split_documents(documents: list[Document], keys: list[str],
-                    fractions: tuple[float, float, float]) -> dict[str, list[Document]]:
-    """Documents per split, decided by each document's cluster key."""
+def check_fractions(fractions: tuple[float, float, float]) -> None:
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-9:
         raise ValueError(f"split fractions {fractions} must be three non-negative numbers (train, "
                          f"validation, test) that sum to 1, e.g. (0.9, 0.05, 0.05).")
+
+
+def split_documents(documents: list[Document], keys: list[str],
+                    fractions: tuple[float, float, float]) -> dict[str, list[Document]]:
+    """Documents per split, decided by each document's cluster key."""
+    check_fractions(fractions)
     cluster_split = {key: split_name(key, fractions) for key in keys}  # one decision per cluster
     wanted = [name for name, share in zip(SPLITS, fractions) if share > 0]
     if len(cluster_split) < len(wanted):
