@@ -211,8 +211,10 @@ def train_here(args, process, device) -> None:
     model = GPT(model_config(args.size or recipe.size, tokens.tokenizer.vocab_size, args.family)).to(device)
     say = print if process.is_main else (lambda *_: None)
     processes = f" on each of {process.world_size} processes (DDP)" if process.world_size > 1 else ""
+    count = torch.get_num_threads()
+    threads = f" ({count} CPU thread{'s' * (count != 1)})" if device.type == "cpu" else ""
     say(f"{args.data} corpus: {len(tokens.streams['train']):,} training tokens; model: "
-        f"{count_parameters(model)['total']:,} parameters on {device}; {config.steps} steps of "
+        f"{count_parameters(model)['total']:,} parameters on {device}{threads}; {config.steps} steps of "
         f"{config.tokens_per_step:,} tokens{processes}")
     sampler = SampleEvery(tokens.tokenizer, config.eval_every, max_new_tokens=60)
     history = train(model, TokenBatches(tokens.streams, config, device), config, args.out, resume=args.resume,

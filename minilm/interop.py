@@ -177,9 +177,9 @@ def to_hf_gpt2(model: GPT):
 
 
 def load_pretrained_gpt2(name: str = "gpt2") -> GPT:
-    """OpenAI's GPT-2 weights through `transformers` ("gpt2", "gpt2-medium", ...): needs the internet
-    the first time (or a copy in the Hugging Face cache). The tests never call it; its mapping is
-    the tested `load_hf_gpt2`."""
+    """OpenAI's GPT-2 weights through `transformers` ("gpt2", "gpt2-medium", ...), or any GPT-2 saved
+    in a local folder with `save_pretrained`. A Hub name needs the internet the first time (or a copy
+    in the Hugging Face cache); the tests load a tiny model from a folder, offline."""
     from transformers import GPT2LMHeadModel
 
     try:

@@ -142,3 +142,51 @@ def test_environment_report_names_what_matters(monkeypatch):
     report = minilm.environment_report()
     for word in ("python", "torch", "device", "preset   smoke", "threads", "cache", "einops"):
         assert word in report
+
+
+def test_a_damaged_cache_entry_is_rebuilt_with_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MINILM_CACHE", str(tmp_path))
+    builds = []
+
+    def build(folder):
+        builds.append(folder)
+        (folder / "tokens.bin").write_bytes(bytes(range(256)) * 40)
+        (folder / "meta.json").write_text('{"tokens": 10240}')
+
+    folder = cached_artifact("thing", {"n": 1}, build)
+    damages = {
+        "truncated to an even length": lambda: (folder / "tokens.bin").write_bytes(bytes(range(256)) * 20),
+        "one byte changed": lambda: (folder / "meta.json").write_text('{"tokens": 10241}'),
+        "a file removed": lambda: (folder / "tokens.bin").unlink(),
+        "an older record": lambda: (folder / "artifact.json").write_text('{"name": "thing"}'),
+    }
+    expected = ["has 5,120 bytes, not the 10,240", "does not match the checksum", "tokens.bin is missing",
+                "holds no record of its files"]
+    for (what, damage), words in zip(damages.items(), expected):
+        damage()
+        assert cached_artifact("thing", {"n": 1}, build) == folder, what
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and "is damaged" in error and words in error and "rebuilding" in error, what
+        assert (folder / "tokens.bin").read_bytes() == bytes(range(256)) * 40  # whole again
+    assert len(builds) == 1 + len(damages)
+    cached_artifact("thing", {"n": 1}, build)  # an intact entry is used as it is, silently
+    assert len(builds) == 1 + len(damages) and capsys.readouterr().err == ""
+
+
+def test_a_truncated_token_stream_is_rebuilt_not_trained_on(tmp_path, monkeypatch, capsys):
+    from datasets import Dataset, DatasetDict
+
+    from minilm.data import StoryWorld
+    from minilm.tokens import prepare_tokens
+
+    monkeypatch.setenv("MINILM_CACHE", str(tmp_path))
+    texts = [story.text for story in StoryWorld().stories(30, seed=1)]
+    corpus = DatasetDict({"train": Dataset.from_dict({"text": texts[:25]}),
+                          "validation": Dataset.from_dict({"text": texts[25:]})})
+    tokens = prepare_tokens(corpus, 300)
+    length = len(tokens.streams["train"])
+    path = tokens.streams["train"].path
+    path.write_bytes(path.read_bytes()[: 2 * (length // 3)])  # two bytes a token: still an even length
+    again = prepare_tokens(corpus, 300)
+    assert len(again.streams["train"]) == length
+    assert "is damaged (train.bin has" in capsys.readouterr().err

@@ -124,3 +124,28 @@ def test_an_unreachable_dataset_gives_a_clear_error(monkeypatch):
         monkeypatch.setattr(datasets.config, name, True, raising=False)
     with pytest.raises(DatasetUnavailableError, match="once while online"):
         run_pipeline(small_config(sources={"hf:minilm-course/no-such-dataset": 1.0}))
+
+
+@pytest.mark.parametrize("documents", [3, 4, 5])
+def test_a_few_files_make_splits_that_work(tmp_path, monkeypatch, documents):
+    from minilm.tokens import prepare_tokens
+
+    monkeypatch.setenv("MINILM_CACHE", str(tmp_path / "cache"))
+    paths = []
+    for index, story in enumerate(StoryWorld().stories(documents, seed=9)):
+        paths.append(tmp_path / f"story{index}.txt")
+        paths[-1].write_text(story.text, encoding="utf-8")
+    corpus = build_corpus(small_config(sources={"files": 1.0}, text_files=tuple(map(str, paths))))
+    assert all(len(corpus[split]) >= 1 for split in ("train", "validation", "test"))
+    assert sum(len(corpus[split]) for split in corpus) == documents
+    assert len(prepare_tokens(corpus, 300).streams["validation"]) > 0
+
+
+@pytest.mark.parametrize("documents", [1, 2])
+def test_too_few_files_name_the_minimum(tmp_path, documents):
+    paths = []
+    for index, story in enumerate(StoryWorld().stories(documents, seed=9)):
+        paths.append(tmp_path / f"story{index}.txt")
+        paths[-1].write_text(story.text, encoding="utf-8")
+    with pytest.raises(EmptyCorpusError, match=f"has {documents} distinct document.*give at least 3 documents"):
+        run_pipeline(small_config(sources={"files": 1.0}, text_files=tuple(map(str, paths))))

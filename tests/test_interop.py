@@ -5,7 +5,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from minilm.interop import (gpt2_state_dict_from_hf, gpt2_state_dict_to_hf, llama_state_dict_from_hf, load_hf_gpt2,
-                            load_hf_llama, to_hf_gpt2, to_hf_llama)
+                            load_hf_llama, load_pretrained_gpt2, to_hf_gpt2, to_hf_llama)
 from minilm.model import GPT, GPTConfig
 
 VOCAB, CONTEXT = 61, 20
@@ -112,3 +112,16 @@ def test_unsupported_settings_are_named():
         to_hf_llama(minilm_model("gpt2"))
     with pytest.raises(ValueError, match="GPT-2-style"):
         to_hf_gpt2(minilm_model("llama"))
+
+
+def test_load_pretrained_gpt2_reads_a_saved_folder_offline(tmp_path):
+    hf_model = hf_gpt2(tied=True)
+    hf_model.save_pretrained(tmp_path / "tiny-gpt2")
+    ours = load_pretrained_gpt2(str(tmp_path / "tiny-gpt2")).eval()
+    x = torch.randint(0, VOCAB, (2, CONTEXT))
+    torch.testing.assert_close(ours(x)[0], hf_model(x).logits, atol=1e-4, rtol=1e-4)
+
+
+def test_load_pretrained_gpt2_offline_without_a_copy_says_what_to_do(tmp_path):
+    with pytest.raises(RuntimeError, match="needs the internet once"):
+        load_pretrained_gpt2(str(tmp_path / "no-such-model"))

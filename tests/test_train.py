@@ -184,6 +184,45 @@ def test_resume_refuses_other_settings_and_missing_checkpoints(tmp_path):
     assert history[-1]["step"] == config.steps  # already finished: evaluation settings may change
 
 
+def test_resume_refuses_other_data_or_another_tokenizer(tmp_path):
+    from minilm.tokenizer import BPETokenizer
+
+    config = small_config(steps=4)
+    tokenizer = BPETokenizer.train(["the cat sat on the mat"] * 3, vocab_size=262)
+    train(tiny_gpt(), FixedBatches(4), config, tmp_path, tokenizer=tokenizer, run_info={"data": "stories"})
+    with pytest.raises(CheckpointError, match="other data \\(data: 'stories' -> 'prose'\\)"):
+        train(tiny_gpt(), FixedBatches(4), config, tmp_path, resume=True, tokenizer=tokenizer,
+              run_info={"data": "prose"})
+    other = BPETokenizer.train(["a dog ran in the park"] * 3, vocab_size=262)
+    with pytest.raises(CheckpointError, match="other data \\(tokenizer: "):
+        train(tiny_gpt(), FixedBatches(4), config, tmp_path, resume=True, tokenizer=other,
+              run_info={"data": "stories"})
+    history = train(tiny_gpt(), FixedBatches(4), config, tmp_path, resume=True, tokenizer=tokenizer,
+                    run_info={"data": "stories"})
+    assert history[-1]["step"] == config.steps
+
+
+def test_a_bad_out_dir_is_found_before_the_first_step(tmp_path):
+    steps = []
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    with pytest.raises(CheckpointError, match="is a file, not a folder"):
+        train(tiny_gpt(), FixedBatches(4), small_config(), a_file, callbacks=[lambda record, model: steps.append(1)])
+    assert steps == []
+
+
+def test_checkpoints_are_saved_by_time_as_well(tmp_path, monkeypatch):
+    from minilm import train as train_module
+
+    clock = iter(range(0, 10_000, 70))  # every step takes 70 "seconds"
+    monkeypatch.setattr(train_module.time, "monotonic", lambda: next(clock))
+    saved = []
+    real_save = train_module.save_checkpoint
+    monkeypatch.setattr(train_module, "save_checkpoint", lambda *a, **k: saved.append(k["step"]) or real_save(*a, **k))
+    train(tiny_gpt(), FixedBatches(4), small_config(steps=6, checkpoint_minutes=2.0), tmp_path)
+    assert saved == [2, 4, 6]  # 140 s ≥ 2 minutes after each save, and at the end
+
+
 def test_non_finite_loss_stops_with_the_step_and_a_likely_cause():
     def poison(record, model):
         if record["step"] == 2:
