@@ -56,7 +56,8 @@ def _file_hash(source: ModuleType | Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read a megabyte at a time."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -70,7 +71,7 @@ def _files_of(folder: Path) -> list[Path]:
 
 def file_records(folder: Path) -> dict[str, dict]:
     """Every file of a built artifact (relative path) with its size in bytes and its SHA-256."""
-    return {str(path.relative_to(folder)): {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+    return {str(path.relative_to(folder)): {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
             for path in _files_of(folder)}
 
 
@@ -93,7 +94,7 @@ def damage(folder: Path) -> str | None:
     if _checked.get(folder) == signature:
         return None
     for name, record in records.items():
-        if record["bytes"] <= CHECKSUM_MAX_BYTES and _sha256(folder / name) != record["sha256"]:
+        if record["bytes"] <= CHECKSUM_MAX_BYTES and file_sha256(folder / name) != record["sha256"]:
             return f"{name} does not match the checksum it was built with"
     _checked[folder] = signature
     return None

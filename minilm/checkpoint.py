@@ -31,7 +31,6 @@ made for another model, raises a `CheckpointError` that says which and what to d
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -46,6 +45,7 @@ import safetensors.torch
 import torch
 from safetensors import SafetensorError
 
+from minilm.cache import file_sha256
 from minilm.model import GPT, GPTConfig
 from minilm.tokenizer import load_tokenizer
 
@@ -105,20 +105,12 @@ def parameter_shapes(model: torch.nn.Module) -> dict[str, list[int]]:
     return {name: list(tensor.shape) for name, tensor in model.state_dict().items()}
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def tokenizer_digest(tokenizer) -> str:
     """The SHA-256 of the tokenizer as it would be saved: two tokenizers match when their files do."""
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / TOKENIZER
         tokenizer.save(path)
-        return sha256(path)
+        return file_sha256(path)
 
 
 def check_writable(folder: str | Path) -> Path:
@@ -212,7 +204,7 @@ def save_checkpoint(folder: str | Path, model: torch.nn.Module, *, optimizer=Non
     safetensors.torch.save_file(tensors, str(staging / TRAINING))
     if tokenizer is not None:
         tokenizer.save(staging / TOKENIZER)
-    checksums = {path.name: sha256(path) for path in sorted(staging.iterdir())}
+    checksums = {path.name: file_sha256(path) for path in sorted(staging.iterdir())}
     os.replace(staging, folder / name)  # the step folder is complete, under its final name
     manifest = {
         "format": FORMAT,
@@ -260,7 +252,7 @@ def read_manifest(folder: str | Path, verify: bool = True) -> dict:
         file = files / name
         if not file.exists():
             raise CheckpointError(f"{file} is missing from the checkpoint; copy the whole folder, or train again.")
-        if sha256(file) != digest:
+        if file_sha256(file) != digest:
             raise CheckpointError(f"{file} ({file.stat().st_size} bytes) does not match the checksum saved "
                                   f"with it: the file is truncated or corrupted; use another checkpoint "
                                   f"or train again.")
