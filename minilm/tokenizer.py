@@ -126,6 +126,26 @@ class CharTokenizer:
         return cls(payload["characters"], list(payload["special_tokens"]))
 
 
+class WordCache(dict):
+    """Pre-token -> its ids, bounded in bytes: a hit is a plain dict lookup; a miss merges the word
+    and keeps it if it is short, emptying the cache first when it holds WORD_CACHE_BYTES."""
+
+    def __init__(self, merge):
+        super().__init__()
+        self.merge = merge  # word -> ids
+        self.size = 0  # bytes held, as sys.getsizeof counts them
+
+    def __missing__(self, word: str) -> tuple[int, ...]:
+        ids = self.merge(word)
+        if len(word) <= CACHED_WORD_CHARS:
+            if self.size > WORD_CACHE_BYTES:
+                self.clear()
+                self.size = 0
+            self[word] = ids
+            self.size += sys.getsizeof(word) + sys.getsizeof(ids) + 64  # 64: the dict's slot
+        return ids
+
+
 class BPETokenizer:
     """Byte-level BPE: `vocab[i]` is token i's bytes; `merges` are the learned pairs in rank order."""
 
@@ -150,8 +170,7 @@ class BPETokenizer:
             self._ranks.setdefault((ids[left], ids[right]), (rank, ids[left + right]))
         self._splitter = special_splitter(self.special_tokens)
         self._longest_special = max(map(len, self.special_tokens), default=1)
-        self._word_cache: dict[str, tuple[int, ...]] = {}  # pre-token -> its ids
-        self._word_cache_bytes = 0  # what the cache holds, as sys.getsizeof counts it
+        self._word_ids = WordCache(self._merge_word).__getitem__  # a pre-token's ids, merged once
 
     # Building one -----------------------------------------------------------------------------
 
@@ -192,18 +211,6 @@ class BPETokenizer:
     def token_bytes(self, token_id: int) -> bytes:
         _check_ids([token_id], self.vocab_size)
         return self.vocab[token_id]
-
-    def _word_ids(self, word: str) -> tuple[int, ...]:
-        """One pre-token's ids, from the cache when they are there; short words are kept there."""
-        ids = self._word_cache.get(word)
-        if ids is None:
-            ids = self._merge_word(word)
-            if len(word) <= CACHED_WORD_CHARS:
-                if self._word_cache_bytes > WORD_CACHE_BYTES:
-                    self._word_cache, self._word_cache_bytes = {}, 0
-                self._word_cache[word] = ids
-                self._word_cache_bytes += sys.getsizeof(word) + sys.getsizeof(ids) + 64  # 64: the dict's slot
-        return ids
 
     def _merge_word(self, word: str) -> tuple[int, ...]:
         """One pre-token's ids: its bytes, merged pair by pair in the order the merges were learned."""
