@@ -92,7 +92,7 @@ def number(minimum: float, maximum: float | None = None, above_minimum: bool = F
     return parse
 
 
-SEED = whole_number(0, 2**32 - 1)  # NumPy's seeds are 32-bit, so every seed of the course is
+SEED = whole_number(0, 2**32 - 1)  # NumPy takes 32-bit seeds, so the course's seeds are 32-bit
 STEPS = whole_number(1)
 
 
@@ -127,7 +127,7 @@ def add_command(subparsers) -> None:
                         help="also save a checkpoint every this many steps (default: 0, by time only)")
     parser.add_argument("--checkpoint-minutes", type=number(0), metavar="MINUTES",
                         help="save a checkpoint at least this often, so a crash loses at most this much "
-                             "(default: the preset's, 2; 0: only at the end and on Ctrl+C)")
+                             "(default: 2; 0: only at the end and on Ctrl+C)")
     parser.add_argument("--device", help="cuda, mps or cpu (default: $MINILM_DEVICE, else the best there is)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run saved in --out (give the same options as when it started)")
