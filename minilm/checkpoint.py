@@ -193,7 +193,8 @@ def save_checkpoint(folder: str | Path, model: torch.nn.Module, *, optimizer=Non
     differs. The files go into a new step folder, written under a temporary name and renamed when
     complete; then checkpoint.json is replaced in one atomic step; then the old step folder goes.
     """
-    folder = check_writable(folder)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)  # train() has checked it is writable, before its first step
     current = read_manifest(folder, verify=False).get("files_in") if has_checkpoint(folder) else None
     remove_leftovers(folder, keep=current)  # what an earlier, interrupted save left behind
     name = f"{STEP_PREFIX}{step:08d}-{uuid.uuid4().hex[:8]}"

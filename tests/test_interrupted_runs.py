@@ -39,7 +39,9 @@ def weights(out: Path) -> dict[str, torch.Tensor]:
 
 
 def saving_now(out: Path) -> bool:
-    return out.exists() and any(path.name.endswith(PARTIAL) for path in out.iterdir())
+    """A save is being written: its step folder is still under its temporary name."""
+    return out.exists() and any(path.name.startswith(".step-") and path.name.endswith(PARTIAL)
+                                for path in out.iterdir())
 
 
 def wait_for_checkpoint(process: subprocess.Popen, out: Path) -> bool:
@@ -85,10 +87,10 @@ def test_sigkill_at_many_moments_then_resume_is_exact(tmp_path, reference):
             else:  # the others strike at a random moment
                 time.sleep(chance.uniform(0, 0.4))
             if process.poll() is None:
-                mid_save += saving_now(out)
                 process.send_signal(signal.SIGKILL)
                 process.wait(timeout=60)
                 kills += 1
+                mid_save += saving_now(out)  # a dead process cannot tidy up: what is left was mid-save
                 resume = True
                 load_checkpoint(out)  # whatever the moment, a whole checkpoint is there
                 continue
