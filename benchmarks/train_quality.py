@@ -3,7 +3,7 @@
     python benchmarks/train_quality.py                    # smoke and cpu (and gpu when CUDA is there)
     python benchmarks/train_quality.py --presets smoke
 
-For each preset, the course model (minilm.train.course_model: trained once, then cached) on the
+For each preset, the course model (minilm.course_model.course_model: trained once, then cached) on the
 validation stream of the story corpus, in nats per token of that stream, against
   - the exact entropy floor: the stories' total −ln p (chapter 1 knows it) over the stream's tokens;
   - a Kneser-Ney n-gram baseline (chapter 5) fitted on the training stream, its best order.
@@ -30,12 +30,13 @@ import torch
 
 from minilm.cache import cached_artifact
 from minilm.checkpoint import load_checkpoint
+from minilm.course_model import RECIPES, course_model
 from minilm.data import CorpusConfig, build_corpus
 from minilm.evaluate import KneserNeyLM, bits_per_byte, choose_order, entropy_floor, sliding_window_loss, token_losses
-from minilm.model import GPT
+from minilm.model import GPT, model_config
 from minilm.runtime import choose_device, seed_everything, set_threads
 from minilm.tokens import prepare_tokens
-from minilm.train import RECIPES, TokenBatches, course_model, model_config, train
+from minilm.train import TokenBatches, train
 
 NGRAM_TRAIN_TOKENS = 2_000_000  # the n-gram counts are pure Python: cap the text they are fitted on
 

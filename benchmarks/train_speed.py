@@ -17,10 +17,10 @@ from dataclasses import replace
 
 import torch
 
-from minilm.model import GPT, flops_per_token
+from minilm.course_model import RECIPES
+from minilm.model import GPT, MODEL_SIZES, flops_per_token, model_config
 from minilm.runtime import choose_device, set_threads, wall_seconds
-from minilm.train import (MODEL_SIZES, RECIPES, Process, autocast_context, make_optimizer, model_config,
-                          optimizer_step)
+from minilm.train import Process, autocast_context, make_optimizer, optimizer_step
 
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12,
                    "A10": 125e12, "4090": 165e12, "3090": 71e12}  # dense, per GPU, from the vendors' sheets

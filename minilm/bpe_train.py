@@ -26,28 +26,18 @@ slow, obvious reference that tests and benchmarks/tokenizer_speed.py compare aga
 from __future__ import annotations
 
 import heapq
-import os
 from collections import Counter
 from typing import Iterable, Mapping, NamedTuple
 
 import regex
-from tqdm.auto import tqdm
+
+from minilm.progress import progress_bar
 
 # GPT-2's pre-tokenisation pattern: English contractions, a letter run with an optional space in
 # front, a number run, a punctuation run, and whitespace (a run before a word leaves its last space
 # for the word).
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 GPT2_SPLIT = regex.compile(GPT2_PATTERN)
-
-
-def progress_bar(iterable=None, enabled: bool = True, **options) -> tqdm:
-    """tqdm.auto's progress bar when `enabled`, else a silent one.
-
-    TQDM_DISABLE=1 (set by the checks) silences it too, also in a notebook, where tqdm's widget
-    bar would ignore it.
-    """
-    silenced = os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true")
-    return tqdm(iterable, disable=not enabled or silenced, **options)
 
 
 class Merge(NamedTuple):

@@ -11,7 +11,7 @@ interrupted run. Started by torchrun, it trains on every process torchrun starte
     torchrun --nproc_per_node=4 -m minilm train --size small --out runs/ddp
 
 `generate` loads a checkpoint and continues a prompt. Every size not given on the command line
-comes from the preset's recipe (minilm.train.RECIPES).
+comes from the preset's recipe (minilm.course_model.RECIPES).
 
 A run saves its checkpoint at least every --checkpoint-minutes (and every --checkpoint-every steps,
 if given); Ctrl+C or SIGTERM finishes the step, saves and stops with one line, so `--resume` never
@@ -31,11 +31,12 @@ from minilm.checkpoint import CheckpointError, check_writable, has_checkpoint, l
 from minilm.data import END_OF_TEXT, CorpusConfig, build_corpus
 from minilm.distributed import distributed, main_process_first, ring_all_reduce_bytes
 from minilm.generate import document_prompt
-from minilm.model import GPT, count_parameters
+from minilm.course_model import RECIPES, SampleEvery
+from minilm.model import GPT, MODEL_SIZES, count_parameters, model_config
 from minilm.presets import PRESETS, choose, current_preset
 from minilm.runtime import choose_device, seed_everything
 from minilm.tokens import prepare_tokens
-from minilm.train import MODEL_SIZES, RECIPES, SampleEvery, TokenBatches, TrainingInterrupted, model_config, train
+from minilm.train import TokenBatches, TrainingInterrupted, train
 
 DATA_SOURCES = {  # --data -> chapter 1's sources and their shares (None: chapter 1's default mix)
     "stories": {"stories": 1.0},

@@ -141,7 +141,7 @@ def _swiglu_width(n_embd: int) -> int:
 
 @dataclass(frozen=True)
 class ModelSize:
-    """A model's size for one preset; the vocabulary comes from the tokenizer."""
+    """A model's shape; the vocabulary comes from the tokenizer."""
 
     n_layer: int  # blocks
     n_head: int  # attention heads per block
@@ -149,15 +149,28 @@ class ModelSize:
     context_length: int  # tokens read at once
 
 
-MODEL_SIZES = {"smoke": ModelSize(n_layer=2, n_head=2, n_embd=32, context_length=32),
-               "cpu": ModelSize(n_layer=4, n_head=4, n_embd=128, context_length=128),
-               "gpu": ModelSize(n_layer=8, n_head=8, n_embd=512, context_length=512)}
+MODEL_SIZES = {  # named sizes, for `python -m minilm train --size` and every preset's model
+    "nano": ModelSize(n_layer=1, n_head=2, n_embd=32, context_length=256),
+    "tiny": ModelSize(n_layer=2, n_head=2, n_embd=64, context_length=256),
+    "small": ModelSize(n_layer=4, n_head=4, n_embd=128, context_length=256),
+    "medium": ModelSize(n_layer=6, n_head=6, n_embd=384, context_length=256),
+    "gpt2-small": ModelSize(n_layer=12, n_head=12, n_embd=768, context_length=1024),  # GPT-2's 124M
+}
+
+# The size each preset trains (chapter 4's recipe) and studies (chapter 3): one model throughout.
+PRESET_SIZES = {"smoke": "nano", "cpu": "tiny", "gpu": "medium"}
+
+
+def model_config(size: str, vocab_size: int, family: str = "gpt2", **overrides) -> GPTConfig:
+    """The GPTConfig of a named size (MODEL_SIZES), with any field overridden."""
+    if size not in MODEL_SIZES:
+        raise ValueError(f"size={size!r} is not a model size; use one of {', '.join(MODEL_SIZES)}.")
+    return replace(GPTConfig(vocab_size=vocab_size, family=family, **asdict(MODEL_SIZES[size])), **overrides)
 
 
 def config_for_preset(vocab_size: int, family: str = "gpt2", preset: str | None = None, **overrides) -> GPTConfig:
-    """The course's model for the preset in force (MODEL_SIZES), with any field overridden."""
-    size = choose(MODEL_SIZES, preset)
-    return replace(GPTConfig(vocab_size=vocab_size, family=family, **asdict(size)), **overrides)
+    """The preset's model (PRESET_SIZES: the one chapter 4 trains), with any field overridden."""
+    return model_config(choose(PRESET_SIZES, preset), vocab_size, family, **overrides)
 
 
 class RMSNorm(nn.Module):

@@ -39,12 +39,12 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from minilm.bpe_train import progress_bar
 from minilm.data import END_OF_TEXT, DataError, DatasetUnavailableError, Document
 from minilm.data.clean import clean_documents
 from minilm.data.dedup import text_hash
 from minilm.data.quality import CODE_THRESHOLDS, TEXT_THRESHOLDS, QualityThresholds, filter_documents
 from minilm.data.splits import SPLITS, check_fractions, split_name
+from minilm.progress import progress_bar
 from minilm.tokenizer import load_tokenizer
 from minilm.tokens import PreparedTokens, TokenStream, smallest_unsigned_dtype
 

@@ -33,9 +33,9 @@ import numpy as np
 import torch
 from datasets import DatasetDict
 from minilm import bpe_train, tokenizer as tokenizer_module
-from minilm.bpe_train import progress_bar
 from minilm.cache import cached_artifact
 from minilm.data import END_OF_TEXT
+from minilm.progress import progress_bar
 from minilm.runtime import choose_device
 from minilm.tokenizer import BPETokenizer, CharTokenizer, load_tokenizer
 

@@ -5,10 +5,10 @@ import math
 
 import pytest
 
-from minilm.data import (CorpusConfig, DatasetUnavailableError, EmptyCorpusError, MissingFileError, NotUtf8Error,
+from minilm.data import (CorpusConfig, DatasetUnavailableError, Document, EmptyCorpusError, MissingFileError, NotUtf8Error,
                          StoryWorld, build_corpus, corpus_path, corpus_report, dataset_entropy, run_pipeline)
 from minilm.data.dedup import jaccard, shingles
-from minilm.data.sources import docstrings, stdlib_files, stdlib_root, text_files
+from minilm.data.sources import code_chunks, docstrings, stdlib_code, stdlib_files, stdlib_root, text_files
 from minilm.data.splits import SPLITS
 
 SMALL_MODULES = ("posixpath", "ntpath", "genericpath", "json", "textwrap", "statistics")
@@ -40,6 +40,56 @@ def test_stdlib_files_skip_tests_and_third_party_packages():
     assert not any({"site-packages", "test", "tests"} & set(parts) for parts in relative)
     only = stdlib_files(["json"])
     assert only and all(f.relative_to(stdlib_root()).parts[0] == "json" for f in only)
+
+
+MODULE = """import os
+
+# a note about f
+@staticmethod
+def f():
+    return 1
+
+
+class Box:
+    \"\"\"A box.\"\"\"
+
+    def open(self):
+        return "open"
+
+    # a note about shut
+    def shut(self):
+        return "shut"
+
+
+X = 1
+"""
+
+
+@pytest.mark.parametrize("max_chars", [1, 40, 80, 10_000])
+def test_code_chunks_cut_between_definitions_and_join_back(max_chars):
+    pieces = code_chunks(Document(MODULE, "code", {"path": "m.py"}), max_chars)
+    assert "".join(p.text for p in pieces) == MODULE
+    firsts = [p.text.lstrip("\n").splitlines()[0] for p in pieces]
+    allowed = {"import os", "# a note about f", "class Box:", "    def open(self):", "    # a note about shut", "X = 1"}
+    assert set(firsts) <= allowed  # never a decorator or body line without what it belongs to
+    if max_chars == 1:
+        assert len(pieces) == len(allowed)
+    if max_chars == 10_000:
+        assert len(pieces) == 1
+    assert all(p.meta["path"] == "m.py" and "-" in p.meta["lines"] for p in pieces)
+
+
+def test_code_chunks_keep_the_standard_library_readable_and_whole():
+    files = list(stdlib_code(modules=["json", "textwrap"]))
+    for file in files:
+        pieces = code_chunks(file, 2000)
+        assert "".join(p.text for p in pieces) == file.text
+        for piece in pieces:
+            first, last = (int(n) for n in piece.meta["lines"].split("-"))
+            assert piece.text == "".join(file.text.splitlines(keepends=True)[first - 1:last])
+    assert sum(len(code_chunks(f, 2000)) for f in files) > 2 * len(files)
+    broken = Document("def f(:\n" * 500, "code")
+    assert code_chunks(broken, 100) == [broken]
 
 
 def test_built_corpus_has_the_promised_splits_and_columns():

@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minilm.model import GPT, MODEL_SIZES, GPTConfig, RMSNorm, SeedTransformer, config_for_preset
+from minilm.course_model import RECIPES
+from minilm.model import GPT, MODEL_SIZES, PRESET_SIZES, GPTConfig, RMSNorm, SeedTransformer, config_for_preset, model_config
 
 VOCAB = 37
 
@@ -73,10 +74,21 @@ def test_replace_keeps_derived_sizes_in_step():
 
 def test_presets_pick_the_size_and_take_overrides():
     config = config_for_preset(vocab_size=100, family="llama", preset="cpu", dropout=0.1)
-    size = MODEL_SIZES["cpu"]
+    size = MODEL_SIZES["tiny"]
     assert (config.n_layer, config.n_head, config.n_embd, config.context_length) == \
            (size.n_layer, size.n_head, size.n_embd, size.context_length)
     assert (config.vocab_size, config.family, config.dropout) == (100, "llama", 0.1)
+
+
+@pytest.mark.parametrize("preset", ["smoke", "cpu", "gpu"])
+def test_chapter_3_studies_the_model_chapter_4_trains(preset):
+    assert config_for_preset(100, preset=preset) == model_config(RECIPES[preset].size, 100)
+    assert RECIPES[preset].size == PRESET_SIZES[preset]
+
+
+def test_an_unknown_size_is_refused_with_the_known_ones():
+    with pytest.raises(ValueError, match="nano, tiny"):
+        model_config("huge", 100)
 
 
 @pytest.mark.parametrize("name", VARIANTS)

@@ -9,7 +9,8 @@ import torch
 from minilm.data import END_OF_TEXT, StoryConfig, StoryWorld
 from minilm.presets import PRESETS
 from minilm.tokenizer import BPETokenizer
-from minilm.train import RECIPES, TokenBatches, course_model, longest_document
+from minilm.course_model import RECIPES, course_model, longest_document
+from minilm.train import TokenBatches
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ from minilm.data.dedup import (DedupReport, near_duplicate_clusters, remove_exac
                                remove_near_duplicates, text_hash)
 from minilm.data.documents import DataError, Document, EmptyCorpusError
 from minilm.data.quality import CODE_THRESHOLDS, TEXT_THRESHOLDS, QualityThresholds, filter_documents
-from minilm.data.sources import hf_documents, stdlib_code, stdlib_docstrings, stdlib_root, text_files
+from minilm.data.sources import code_chunks, hf_documents, stdlib_code, stdlib_docstrings, stdlib_root, text_files
 from minilm.data.splits import mix_sources, split_documents
 from minilm.data.stats import source_statistics
 from minilm.data.stories import StoryConfig, StoryWorld, entropy_from_log_probs
@@ -59,6 +59,7 @@ class CorpusConfig:
     story_config: StoryConfig = field(default_factory=StoryConfig)  # which story world
     stdlib_modules: tuple[str, ...] | None = None  # top-level standard-library modules to read (None: all)
     text_files: tuple[str, ...] = ()  # local UTF-8 files for the source "files", one document each
+    code_chunk_chars: int = 4000  # code enters cut between top-level statements into pieces this long
     hf_split: str = "train"  # for "hf:<name>" sources: the split,
     hf_text_column: str = "text"  # the column holding the text,
     hf_limit: int | None = 20_000  # and at most this many rows
@@ -89,7 +90,8 @@ def load_source(name: str, config: CorpusConfig) -> list[Document]:
     if name == "prose":
         return list(stdlib_docstrings(config.stdlib_modules))
     if name == "code":
-        return list(stdlib_code(config.stdlib_modules))
+        files = stdlib_code(config.stdlib_modules)
+        return [piece for file in files for piece in code_chunks(file, config.code_chunk_chars)]
     if name == "stories":
         return stories_as_documents(config)
     if name == "files":

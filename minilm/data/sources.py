@@ -3,6 +3,7 @@ code), local text files, and any text dataset that `datasets.load_dataset` can r
 
     prose = stdlib_docstrings(modules=["json", "textwrap"])   # one Document per docstring
     code = stdlib_code(modules=["json"])                       # one Document per .py file
+    pieces = [p for d in code for p in code_chunks(d, 4000)]    # cut between definitions
     notes = text_files(["notes.txt"])                         # one Document per file
     tiny = hf_documents("roneneldan/TinyStories", limit=1000)  # needs the network (or its cache)
 
@@ -95,6 +96,53 @@ def stdlib_code(modules: Iterable[str] | None = None) -> Iterator[Document]:
         except UnicodeDecodeError:
             continue
         yield Document(text, "code", {"module": module_name(path, root), "path": str(path.relative_to(root))})
+
+
+def statement_starts(source: str) -> list[int]:
+    """The 0-based lines where a cut may fall: the start of each top-level statement and of each
+    statement in a class body (a method), with its decorators and the comments just above it (so a
+    cut never separates a definition from its notes)."""
+    lines = source.splitlines(keepends=True)
+    starts = set()
+
+    def visit(statements) -> None:
+        for node in statements:
+            first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])]) - 1
+            while first > 0 and lines[first - 1].lstrip().startswith("#"):
+                first -= 1
+            starts.add(first)
+            if isinstance(node, ast.ClassDef):
+                visit(node.body[1:])  # a cut inside a class never falls before its first statement
+
+    visit(ast.parse(source).body)
+    return sorted(starts)
+
+
+def code_chunks(document: Document, max_chars: int) -> list[Document]:
+    """A source file cut between statements (top-level ones, and methods of a class) into pieces of
+    at most `max_chars` characters; a single function longer than that stays whole. Joined, the
+    pieces give the file back.
+
+    Whole files make few, large documents: a split of a few percent would hold one or two files,
+    so its loss would describe those files rather than Python. Pieces of a few functions each spread
+    every split over many modules. A file that does not parse stays whole.
+    """
+    try:
+        starts = statement_starts(document.text)
+    except (SyntaxError, ValueError):
+        return [document]
+    lines = document.text.splitlines(keepends=True)
+    bounds = sorted(set([0] + starts)) + [len(lines)]
+    pieces, begin, size = [], 0, 0
+    for start, end in zip(bounds, bounds[1:]):
+        length = sum(len(line) for line in lines[start:end])
+        if size and size + length > max_chars:
+            pieces.append((begin, start))
+            begin, size = start, 0
+        size += length
+    pieces.append((begin, len(lines)))
+    return [Document("".join(lines[a:b]), document.source, {**document.meta, "lines": f"{a + 1}-{b}"})
+            for a, b in pieces if "".join(lines[a:b]).strip()]
 
 
 def read_utf8(path: str | Path) -> str:
