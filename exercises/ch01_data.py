@@ -1,15 +1,32 @@
-"""Chapter 1 exercises: the building blocks of a data pipeline.
+"""Chapter 1 exercises, part 1: the pieces of a data pipeline.
 
-Write each function below, then check your answers with:
+Write each function below (replace `raise NotImplementedError`), then check your answers with:
 
     ./course exercise ch01_data
 
-(or `pytest tests/exercises/test_ch01_data.py --student`). The solutions are in solutions/ch01_data.py;
-minilm/data/ holds the course's own versions (dedup.py, quality.py, splits.py, stories.py).
+(or `pytest tests/exercises/test_ch01_data.py --student`). The tests compare your answers with
+brute force (every pair compared exactly), minilm/data/dedup.py's own MinHash and LSH, and a
+Monte Carlo count. Helper functions are welcome (start their names with `_`). The solutions are in
+solutions/ch01_data.py; minilm/data/ holds the course's own versions (quality.py, dedup.py, splits.py).
 """
 import hashlib
-import math
+import random
 import re
+from collections import defaultdict
+
+from minilm.data.dedup import MERSENNE_PRIME, shingle_hash
+
+
+def passes_quality_filter(text: str, min_chars: int = 100, min_alpha_share: float = 0.7,
+                          max_duplicate_line_share: float = 0.3) -> bool:
+    """True when `text` passes three heuristic filters:
+
+    - it has at least `min_chars` characters;
+    - letters (str.isalpha) make up at least `min_alpha_share` of its characters that are not
+      spaces, tabs or newlines;
+    - at most `max_duplicate_line_share` of its non-empty lines (stripped) repeat an earlier line.
+    """
+    raise NotImplementedError
 
 
 def word_shingles(text: str, size: int = 3) -> set[str]:
@@ -19,14 +36,6 @@ def word_shingles(text: str, size: int = 3) -> set[str]:
     fewer has one shingle: all its words. An empty text has the shingle "".
     >>> sorted(word_shingles("The cat sat on the mat", size=3))
     ['cat sat on', 'on the mat', 'sat on the', 'the cat sat']
-    """
-    raise NotImplementedError
-
-
-def jaccard_similarity(a: set, b: set) -> float:
-    """|a ∩ b| / |a ∪ b|, the Jaccard similarity of two sets; 1.0 when both are empty.
-    >>> jaccard_similarity({1, 2, 3}, {2, 3, 4})
-    0.5
     """
     raise NotImplementedError
 
@@ -42,23 +51,36 @@ def minhash_signature(hashes: list[int], a: list[int], b: list[int], prime: int)
     raise NotImplementedError
 
 
-def lsh_candidate_probability(similarity: float, bands: int, rows: int) -> float:
-    """The probability that banded LSH makes two documents with this Jaccard similarity candidates.
+def lsh_candidates(signatures: list[list[int]], bands: int) -> set[tuple[int, int]]:
+    """The candidate pairs of banded LSH: (i, j), i < j, whose signatures agree on every row of at
+    least one band.
 
-    Each band of `rows` MinHash positions agrees entirely with probability similarity**rows; the pair
-    is a candidate when at least one of the `bands` bands agrees.
+    Cut each signature (all of the same length k) into `bands` bands of k // bands consecutive
+    positions; band number t of document i is signatures[i][t * r:(t + 1) * r] with r = k // bands.
+    For each band, put each document in a bucket keyed by its band (a tuple), and pair up every two
+    documents that share a bucket. Raise ValueError when k is not a multiple of `bands`. Never
+    compare two signatures directly: that is the n²/2 work LSH exists to avoid.
+    >>> sorted(lsh_candidates([[1, 2, 3, 4], [1, 2, 0, 0], [9, 9, 3, 4], [5, 6, 7, 8]], bands=2))
+    [(0, 1), (0, 2)]
     """
     raise NotImplementedError
 
 
-def passes_quality_filter(text: str, min_chars: int = 100, min_alpha_share: float = 0.7,
-                          max_duplicate_line_share: float = 0.3) -> bool:
-    """True when `text` passes three heuristic filters:
+def deduplicate(texts: list[str], threshold: float = 0.7, shingle_size: int = 5, num_perm: int = 128,
+                bands: int = 32, seed: int = 0) -> list[int]:
+    """The indexes of the texts kept when near duplicates are removed: one text per cluster.
 
-    - it has at least `min_chars` characters;
-    - letters (str.isalpha) make up at least `min_alpha_share` of its characters that are not
-      spaces, tabs or newlines;
-    - at most `max_duplicate_line_share` of its non-empty lines (stripped) repeat an earlier line.
+    1. Shingle each text (`word_shingles(text, shingle_size)`) and hash each shingle to a number below
+       `MERSENNE_PRIME` (use `minilm.data.dedup.shingle_hash`).
+    2. Draw `num_perm` hash functions with `rng = random.Random(seed)`: a_i = rng.randrange(1, prime)
+       and b_i = rng.randrange(prime) for each i, and take each text's `minhash_signature`.
+    3. Find the candidate pairs with `lsh_candidates(signatures, bands)`, and keep those whose exact
+       Jaccard similarity |A ∩ B| / |A ∪ B| of shingle sets is at least `threshold`.
+    4. Clusters: texts joined by a chain of such pairs (a union-find, or a graph search). Keep the
+       first text (the smallest index) of each cluster; return the kept indexes in increasing order.
+    With enough bands, the result equals the one found by comparing every pair exactly.
+    >>> deduplicate(["the cat sat on the mat today", "the cat sat on the mat today!", "a dog ran"], 0.7, 3)
+    [0, 2]
     """
     raise NotImplementedError
 
@@ -69,14 +91,5 @@ def split_for(text: str, validation: float = 0.1) -> str:
     Take the SHA-256 digest of the UTF-8 text (hashlib.sha256), read its first 8 bytes as a
     big-endian integer, divide by 2**64, and return "validation" when that number is below
     `validation`, else "train".
-    """
-    raise NotImplementedError
-
-
-def bits_per_byte(log_probs: list[float], texts: list[str]) -> float:
-    """The entropy in bits per UTF-8 byte of texts whose exact natural-log probabilities are known.
-
-    Total nats (minus the sum of the log-probabilities) over total bytes, converted to bits.
-    Count one extra byte per text for the separator written after it (it costs 0 nats).
     """
     raise NotImplementedError
