@@ -1,4 +1,5 @@
-"""Chapter 2 exercises, checked against PyTorch's softmax, attention and multi-head layout."""
+"""Chapter 2 exercises, checked against PyTorch's softmax, scaled_dot_product_attention and
+nn.MultiheadAttention, minilm's MultiHeadAttention and brute force."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -66,24 +67,73 @@ def test_attend_one_query_rejects_mismatched_shapes():
         ex.attend_one_query(torch.randn(4), torch.randn(5, 4), torch.randn(6, 2))
 
 
-def test_split_and_merge_heads_use_torch_multihead_layout():
-    """Per-head attention on split heads, merged, equals nn.MultiheadAttention without projections."""
-    torch.manual_seed(0)
-    d_model, n_heads = 12, 3
-    x = torch.randn(2, 5, d_model, dtype=torch.float64)
-    heads = ex.split_heads(x, n_heads)
-    assert heads.shape == (2, n_heads, 5, d_model // n_heads)
-    assert torch.equal(ex.merge_heads(heads), x)
-    reference = torch.nn.MultiheadAttention(d_model, n_heads, bias=False, batch_first=True,
-                                            dtype=torch.float64)
-    with torch.no_grad():  # identity projections: only the head layout remains
-        reference.in_proj_weight.copy_(torch.eye(d_model, dtype=torch.float64).repeat(3, 1))
-        reference.out_proj.weight.copy_(torch.eye(d_model, dtype=torch.float64))
-    expected, _ = reference(x, x, x)
-    ours = ex.merge_heads(F.scaled_dot_product_attention(heads, heads, heads))
+def _heads_reference(x, w_q, w_k, w_v, w_o, n_heads, mask=None):
+    """PyTorch's own fused attention on heads split by reshape: an independent multi-head reference."""
+    batch, time, d_model = x.shape
+    q, k, v = ((x @ w.T).reshape(batch, time, n_heads, d_model // n_heads).transpose(1, 2) for w in (w_q, w_k, w_v))
+    heads = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (batch, heads, time, head_dim)
+    return heads.transpose(1, 2).reshape(batch, time, d_model) @ w_o.T
+
+
+@pytest.mark.parametrize("n_heads, d_model", [(1, 4), (2, 8), (3, 12), (4, 32)])
+@pytest.mark.parametrize("causal", [False, True])
+def test_multi_head_attention_matches_torch_multihead_attention(n_heads, d_model, causal):
+    torch.manual_seed(n_heads)
+    time = 7
+    reference = torch.nn.MultiheadAttention(d_model, n_heads, bias=False, batch_first=True, dtype=torch.float64)
+    x = torch.randn(2, time, d_model, dtype=torch.float64) * 2
+    future = torch.ones(time, time, dtype=torch.bool).triu(1) if causal else None  # PyTorch: True = may NOT attend
+    expected, _ = reference(x, x, x, attn_mask=future, need_weights=False)
+    w_q, w_k, w_v = reference.in_proj_weight.detach().chunk(3)
+    mask = ~future if causal else None  # ours: True = may attend
+    ours = ex.multi_head_attention(x, w_q, w_k, w_v, reference.out_proj.weight.detach(), n_heads, mask=mask)
+    assert ours.shape == x.shape
     torch.testing.assert_close(ours, expected)
 
 
-def test_split_heads_rejects_uneven_heads():
+def test_multi_head_attention_takes_a_padding_and_causal_mask():
+    generator = torch.Generator().manual_seed(0)
+    d_model, n_heads, time = 12, 3, 6
+    x = torch.randn(3, time, d_model, dtype=torch.float64, generator=generator)
+    w_q, w_k, w_v, w_o = torch.randn(4, d_model, d_model, dtype=torch.float64, generator=generator) / d_model ** 0.5
+    lengths = torch.tensor([6, 4, 1])
+    causal = torch.ones(time, time, dtype=torch.bool).tril()  # (time, time)
+    real = torch.arange(time)[None, :] < lengths[:, None]  # (batch, time): not padding
+    mask = causal & real[:, None, None, :]  # (batch, 1, time, time)
+    expected = _heads_reference(x, w_q, w_k, w_v, w_o, n_heads, mask=mask)
+    torch.testing.assert_close(ex.multi_head_attention(x, w_q, w_k, w_v, w_o, n_heads, mask=mask), expected)
+    unmasked = _heads_reference(x, w_q, w_k, w_v, w_o, n_heads)
+    assert not torch.allclose(expected, unmasked), "the mask must change the answer, or this test proves nothing"
+
+
+def test_multi_head_attention_matches_minilm_multihead_attention():
+    from minilm.attention import MultiHeadAttention
+
+    torch.manual_seed(1)
+    layer = MultiHeadAttention(d_model=16, n_heads=4, bias=False).double()
+    x = torch.randn(2, 5, 16, dtype=torch.float64)
+    with torch.no_grad():
+        expected, _ = layer(x)
+    weights = [p.weight.detach() for p in (layer.q_proj, layer.k_proj, layer.v_proj, layer.out_proj)]
+    torch.testing.assert_close(ex.multi_head_attention(x, *weights, 4), expected)
+
+
+def test_multi_head_attention_rejects_uneven_heads():
+    w = torch.randn(10, 10)
     with pytest.raises(ValueError):
-        ex.split_heads(torch.randn(1, 2, 10), 3)
+        ex.multi_head_attention(torch.randn(1, 2, 10), w, w, w, w, 3)
+
+
+@pytest.mark.parametrize("lengths, length", [([3, 1], 4), ([0, 5, 2], 5), ([7], 7)])
+def test_padding_mask_marks_the_real_tokens(lengths, length):
+    mask = ex.padding_mask(torch.tensor(lengths), length)
+    assert mask.dtype == torch.bool and mask.shape == (len(lengths), length)
+    brute_force = torch.tensor([[j < n for j in range(length)] for n in lengths])
+    assert torch.equal(mask, brute_force)
+
+
+def test_padding_mask_rejects_impossible_lengths():
+    with pytest.raises(ValueError):
+        ex.padding_mask(torch.tensor([5]), 4)
+    with pytest.raises(ValueError):
+        ex.padding_mask(torch.tensor([-1]), 4)
