@@ -1,34 +1,15 @@
-"""Chapter 5 exercises: the numbers that say how good a language model is.
+"""Chapter 5 exercises: BLEU from its counts, and an n-gram language model.
 
 Write each function below (replace `raise NotImplementedError`), then check your answers with:
 
     ./course exercise ch05_evaluation
 
-(or `pytest tests/exercises/test_ch05_evaluation.py --student`). The solutions are in
+(or `pytest tests/exercises/test_ch05_evaluation.py --student`). The tests compare your BLEU with
+`sacrebleu` and your bigram model with a brute-force count. The solutions are in
 solutions/ch05_evaluation.py; notebooks/05_evaluation.ipynb explains every formula.
 """
-import math
+import math  # noqa: F401 (math.exp, math.log)
 from collections import Counter  # noqa: F401 (useful for counting n-grams)
-
-
-def perplexity_from_losses(losses: list[float]) -> float:
-    """The perplexity of a model from its per-token losses (−ln p of each token, in nats).
-
-    Perplexity is e raised to the mean loss. Raise ValueError for an empty list.
-    >>> round(perplexity_from_losses([math.log(4), math.log(4)]), 6)
-    4.0
-    """
-    raise NotImplementedError
-
-
-def bits_per_byte(loss_nats_per_token: float, n_tokens: int, n_bytes: int) -> float:
-    """Turn a mean loss in nats per token into bits per byte of the text.
-
-    The text's total information is loss × n_tokens nats; one bit is ln 2 nats; divide by the bytes.
-    >>> round(bits_per_byte(math.log(2), 8, 4), 6)
-    2.0
-    """
-    raise NotImplementedError
 
 
 def modified_ngram_precision(hypothesis: list[str], references: list[list[str]], n: int) -> tuple[int, int]:
@@ -51,11 +32,30 @@ def brevity_penalty(hypothesis_length: int, reference_length: int) -> float:
     raise NotImplementedError
 
 
-def distinct_n(samples: list[list[str]], n: int) -> float:
-    """The share of distinct n-grams among all n-grams of all samples together.
+def corpus_bleu(hypotheses: list[str], references: list[list[str]]) -> float:
+    """Corpus BLEU-4 ×100, without smoothing, of hypotheses[i] against its references[i].
 
-    Raise ValueError if the samples hold no n-gram at all.
-    >>> distinct_n([["a", "b", "a", "b"]], 2)
-    0.6666666666666666
+    Tokens are the whitespace-separated words (`str.split`), which is what sacrebleu does with
+    tokenize="none"; its default tokenizer (13a) also cuts punctuation off words, so on text
+    without punctuation the two agree.
+    1. For n = 1..4 add up, over all sentences, the clipped matches and the n-grams of each
+       hypothesis (modified_ngram_precision): p_n = Σ matched / Σ total.
+    2. c = Σ hypothesis lengths; r = Σ of the reference length closest to each hypothesis's
+       length (on a tie, the shorter one); BP = brevity_penalty(c, r).
+    3. BLEU = 100 · BP · exp(¼ Σ ln p_n), and 0 when some p_n is 0 (or has no n-grams at all).
+    >>> round(corpus_bleu(["the cat sat on the mat"], [["the cat sat on a mat"]]), 4)
+    53.7285
+    """
+    raise NotImplementedError
+
+
+def bigram_log_likelihood(train_ids: list[int], test_ids: list[int], vocab_size: int, k: float = 1.0) -> float:
+    """The total natural log-probability of test_ids[1:], each token given the one before it, under an
+    add-k bigram model counted on train_ids.
+
+    p(b | a) = (c(a b) + k) / (c(a ·) + k · vocab_size), where c(a b) counts the pair a, b in
+    train_ids and c(a ·) counts the pairs that start with a. Every token id lies in 0..vocab_size-1.
+    >>> round(bigram_log_likelihood([0, 1, 0, 1], [0, 1], vocab_size=2, k=1.0), 6)  # p(1|0) = 3/4
+    -0.287682
     """
     raise NotImplementedError

@@ -11,6 +11,10 @@ Each task is measured the way its field measures it:
     mood         accuracy: the share of answers that are the right mood word
     code         the share of completed functions that parse (minilm.code_completion)
 
+A score on a few hundred examples is itself uncertain: `wilson_interval(right, n)` gives the
+95% Wilson score interval of a share of right answers, which stays inside [0, 1] and is honest
+even at 0 of n or n of n (where the textbook p ± 1.96·√(p(1−p)/n) collapses to a point).
+
 Exact match normalises both sides as the SQuAD benchmark does: lower case, punctuation and the
 articles a, an, the removed, runs of spaces collapsed; so "The red kite." matches "red kite".
 
@@ -58,6 +62,17 @@ def _check_pairs(predictions: Sequence, references: Sequence) -> None:
     if len(predictions) != len(references) or not predictions:
         raise ValueError(f"need one reference per prediction and at least one of each, got "
                          f"{len(predictions)} predictions and {len(references)} references.")
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a share `successes / n` (z = 1.96: 95%): every p for which
+    |successes/n − p| ≤ z·√(p(1 − p)/n), the values a two-sided score test would not reject."""
+    if n < 1 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n and n >= 1, got {successes} of {n}.")
+    share = successes / n
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half_width = z / (1 + z * z / n) * (share * (1 - share) / n + z * z / (4 * n * n)) ** 0.5
+    return max(0.0, centre - half_width), min(1.0, centre + half_width)
 
 
 def unsupported_rate(predictions: Sequence[str], sources: Sequence[str]) -> float:

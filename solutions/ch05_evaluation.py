@@ -1,4 +1,4 @@
-"""Chapter 5 exercises, solved: the numbers that say how good a language model is.
+"""Chapter 5 exercises, solved: BLEU from its counts, and an n-gram language model.
 
 Check your own answers (exercises/ch05_evaluation.py) with:
 
@@ -6,28 +6,6 @@ Check your own answers (exercises/ch05_evaluation.py) with:
 """
 import math
 from collections import Counter
-
-
-def perplexity_from_losses(losses: list[float]) -> float:
-    """The perplexity of a model from its per-token losses (−ln p of each token, in nats).
-
-    Perplexity is e raised to the mean loss. Raise ValueError for an empty list.
-    >>> round(perplexity_from_losses([math.log(4), math.log(4)]), 6)
-    4.0
-    """
-    if not losses:
-        raise ValueError("no losses given: perplexity needs at least one token.")
-    return math.exp(sum(losses) / len(losses))
-
-
-def bits_per_byte(loss_nats_per_token: float, n_tokens: int, n_bytes: int) -> float:
-    """Turn a mean loss in nats per token into bits per byte of the text.
-
-    The text's total information is loss × n_tokens nats; one bit is ln 2 nats; divide by the bytes.
-    >>> round(bits_per_byte(math.log(2), 8, 4), 6)
-    2.0
-    """
-    return loss_nats_per_token * n_tokens / (n_bytes * math.log(2))
 
 
 def modified_ngram_precision(hypothesis: list[str], references: list[list[str]], n: int) -> tuple[int, int]:
@@ -58,14 +36,45 @@ def brevity_penalty(hypothesis_length: int, reference_length: int) -> float:
     return math.exp(1 - reference_length / hypothesis_length)
 
 
-def distinct_n(samples: list[list[str]], n: int) -> float:
-    """The share of distinct n-grams among all n-grams of all samples together.
+def corpus_bleu(hypotheses: list[str], references: list[list[str]]) -> float:
+    """Corpus BLEU-4 ×100, without smoothing, of hypotheses[i] against its references[i].
 
-    Raise ValueError if the samples hold no n-gram at all.
-    >>> distinct_n([["a", "b", "a", "b"]], 2)
-    0.6666666666666666
+    Tokens are the whitespace-separated words (`str.split`), which is what sacrebleu does with
+    tokenize="none"; its default tokenizer (13a) also cuts punctuation off words, so on text
+    without punctuation the two agree.
+    1. For n = 1..4 add up, over all sentences, the clipped matches and the n-grams of each
+       hypothesis (modified_ngram_precision): p_n = Σ matched / Σ total.
+    2. c = Σ hypothesis lengths; r = Σ of the reference length closest to each hypothesis's
+       length (on a tie, the shorter one); BP = brevity_penalty(c, r).
+    3. BLEU = 100 · BP · exp(¼ Σ ln p_n), and 0 when some p_n is 0 (or has no n-grams at all).
+    >>> round(corpus_bleu(["the cat sat on the mat"], [["the cat sat on a mat"]]), 4)
+    53.7285
     """
-    grams = [tuple(s[i:i + n]) for s in samples for i in range(len(s) - n + 1)]
-    if not grams:
-        raise ValueError(f"the samples hold no {n}-gram.")
-    return len(set(grams)) / len(grams)
+    matched, total = [0] * 4, [0] * 4
+    hyp_length = ref_length = 0
+    for hypothesis, refs in zip(hypotheses, references):
+        hyp, ref_tokens = hypothesis.split(), [ref.split() for ref in refs]
+        hyp_length += len(hyp)
+        ref_length += min((len(ref) for ref in ref_tokens), key=lambda length: (abs(length - len(hyp)), length))
+        for n in range(1, 5):
+            m, t = modified_ngram_precision(hyp, ref_tokens, n)
+            matched[n - 1] += m
+            total[n - 1] += t
+    if min(matched) == 0:
+        return 0.0
+    log_precisions = [math.log(m / t) for m, t in zip(matched, total)]
+    return 100 * brevity_penalty(hyp_length, ref_length) * math.exp(sum(log_precisions) / 4)
+
+
+def bigram_log_likelihood(train_ids: list[int], test_ids: list[int], vocab_size: int, k: float = 1.0) -> float:
+    """The total natural log-probability of test_ids[1:], each token given the one before it, under an
+    add-k bigram model counted on train_ids.
+
+    p(b | a) = (c(a b) + k) / (c(a ·) + k · vocab_size), where c(a b) counts the pair a, b in
+    train_ids and c(a ·) counts the pairs that start with a. Every token id lies in 0..vocab_size-1.
+    >>> round(bigram_log_likelihood([0, 1, 0, 1], [0, 1], vocab_size=2, k=1.0), 6)  # p(1|0) = 3/4
+    -0.287682
+    """
+    pairs = Counter(zip(train_ids, train_ids[1:]))
+    starts = Counter(train_ids[:-1])
+    return sum(math.log((pairs[a, b] + k) / (starts[a] + k * vocab_size)) for a, b in zip(test_ids, test_ids[1:]))

@@ -1,15 +1,14 @@
-"""Chapter 6 exercises: the small pieces every application of a language model is built from.
+"""Chapter 6 exercises, solved: the pieces of supervised fine-tuning, answer matching and code completion.
 
-Write each function below (replace `raise NotImplementedError`), then check your answers with:
+Check your own answers (exercises/ch06_applications.py) with:
 
     ./course exercise ch06_applications
-
-(or `pytest tests/exercises/test_ch06_applications.py --student`). The solutions are in
-solutions/ch06_applications.py; notebooks/06_applications.ipynb explains each idea.
 """
 import re
 import string
-from collections import Counter  # noqa: F401 (useful for counting words)
+
+import torch
+import torch.nn.functional as F
 
 IGNORE = -100  # the target PyTorch's cross-entropy skips
 
@@ -28,16 +27,37 @@ def answer_only_targets(prompt_ids: list[int], answer_ids: list[int], end_id: in
     return tokens[:-1], targets
 
 
-def chat_template(messages: list[dict], add_generation_prompt: bool = False) -> str:
-    """The course's chat transcript: each message as "<|ROLE|>\\n" + content + "<|end|>\\n".
+def answer_only_loss(logits: torch.Tensor, ids: torch.Tensor, prompt_lengths: list[int]) -> torch.Tensor:
+    """The mean next-token cross-entropy over the answer tokens of a batch, in nats.
 
-    ROLE is the message's "role" ("system", "user" or "assistant"). With add_generation_prompt,
-    the transcript ends with "<|assistant|>\\n", where the model starts writing its reply.
-    >>> chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True)
-    '<|user|>\\nHi<|end|>\\n<|assistant|>\\n'
+    ids: (batch, time) whole sequences, prompt then answer (rows of equal length, no padding);
+    logits: (batch, time, vocab), the model's scores after reading ids, so logits[b, t] predicts
+    ids[b, t + 1]; prompt_lengths[b]: how many of row b's first tokens are the prompt. Average
+    −log p(ids[b, t + 1]) over every (b, t) whose next token is an answer token, that is
+    t + 1 >= prompt_lengths[b]: mask the other targets with IGNORE and let F.cross_entropy skip them.
+    Returns a 0-dimensional tensor that gradients flow through.
+    Example: ids [[5, 6, 7, 8]] with prompt length 3 learns only 8, from logits[0, 2].
     """
-    text = "".join(f"<|{m['role']}|>\n{m['content']}<|end|>\n" for m in messages)
-    return text + ("<|assistant|>\n" if add_generation_prompt else "")
+    targets = ids[:, 1:].clone()  # (batch, time - 1): the token after each position
+    positions = torch.arange(targets.shape[1], device=ids.device)  # (time - 1,)
+    lengths = torch.tensor(prompt_lengths, device=ids.device)  # (batch,)
+    targets[positions[None, :] + 1 < lengths[:, None]] = IGNORE  # the next token is still the prompt
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
+
+
+def sft_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ids: torch.Tensor,
+             prompt_lengths: list[int]) -> float:
+    """One step of supervised fine-tuning; returns the batch's answer-only loss (before the step).
+
+    The model maps (batch, time) ids to (logits, loss) like minilm's GPT: call `model(ids)` and
+    take the logits. Forward, answer_only_loss, backward, optimizer step, then zero the gradients.
+    """
+    logits, _ = model(ids)  # (batch, time, vocab)
+    loss = answer_only_loss(logits, ids, prompt_lengths)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    return loss.item()
 
 
 def normalize_answer(text: str) -> str:
@@ -48,14 +68,6 @@ def normalize_answer(text: str) -> str:
     """
     text = "".join(c for c in text.lower() if c not in string.punctuation)
     return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
-
-
-def exact_match(predictions: list[str], references: list[str]) -> float:
-    """The share of predictions equal to their reference once both are normalised.
-    >>> exact_match(["the cat", "Leo"], ["Cat.", "Mia"])
-    0.5
-    """
-    return sum(normalize_answer(p) == normalize_answer(r) for p, r in zip(predictions, references)) / len(predictions)
 
 
 def body_until_dedent(generated: str) -> str:
@@ -74,16 +86,3 @@ def body_until_dedent(generated: str) -> str:
             break
         kept.append(line)
     return "\n".join([first, *kept]).rstrip()
-
-
-def bag_of_words(texts: list[str], vocabulary: list[str]) -> list[list[int]]:
-    """For each text, how often each vocabulary word occurs in it (one row per text, one column per
-    word, in the vocabulary's order). Words are the runs of letters a-z of the lower-cased text.
-    >>> bag_of_words(["The cat saw the dog."], ["cat", "dog", "the", "bird"])
-    [[1, 1, 2, 0]]
-    """
-    rows = []
-    for text in texts:
-        counts = Counter(re.findall(r"[a-z]+", text.lower()))
-        rows.append([counts[word] for word in vocabulary])
-    return rows

@@ -9,7 +9,7 @@ from minilm.evaluate import distinct_n
 from minilm.model import GPT, GPTConfig
 from minilm.task_eval import (DECODINGS, Decoding, accuracy, compare_decoding, evaluate_task, exact_match,
                               first_line, generate_answers, normalize_answer, score, unsupported_rate,
-                              until_stop)
+                              until_stop, wilson_interval)
 from minilm.tasks import story_examples
 from minilm.tokenizer import BPETokenizer
 
@@ -48,6 +48,19 @@ def test_translation_score_is_sacrebleu_corpus_bleu():
     expected = sacrebleu.corpus_bleu(hypotheses, [references], tokenize="none", smooth_method="none").score
     assert score("translation", hypotheses, references) == pytest.approx(expected, abs=1e-9)
     assert score("translation", references, references) == pytest.approx(100.0)
+
+
+@pytest.mark.parametrize("successes, n", [(0, 19), (5, 19), (18, 19), (19, 19), (1, 1), (137, 150), (250, 500)])
+def test_wilson_interval_is_every_share_the_score_test_accepts(successes, n):
+    """Brute force: scan p over a fine grid and keep those with |share − p| ≤ 1.96·√(p(1 − p)/n)."""
+    grid = torch.linspace(0, 1, 200_001, dtype=torch.float64)
+    accepted = grid[(successes / n - grid).abs() <= 1.96 * torch.sqrt(grid * (1 - grid) / n)]
+    low, high = wilson_interval(successes, n)
+    assert low == pytest.approx(accepted.min().item(), abs=1e-5)
+    assert high == pytest.approx(accepted.max().item(), abs=1e-5)
+    assert 0 <= low <= successes / n <= high <= 1
+    with pytest.raises(ValueError):
+        wilson_interval(n + 1, n)
 
 
 def test_unsupported_rate_counts_answers_with_words_not_in_the_source():
