@@ -1,9 +1,11 @@
-"""Chapter 4 exercises, solved: the pieces of a training step, by hand."""
+"""Chapter 4 exercises, solved: the pieces of a training step, by hand, then the loop that joins them."""
 from __future__ import annotations
 
 import math
 
 import torch
+
+from minilm.train import TrainConfig
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
@@ -62,3 +64,62 @@ def adamw_step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, e
     corrected_avg = exp_avg / (1 - beta1 ** step)
     corrected_sq = exp_avg_sq / (1 - beta2 ** step)
     return param - lr * corrected_avg / (corrected_sq.sqrt() + eps), exp_avg, exp_avg_sq
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW's two parameter groups: weight matrices decay, biases and norm gains do not.
+
+    A parameter with 2 or more dimensions goes into the first group, {"params": [...],
+    "weight_decay": weight_decay}; every other one into the second, {"params": [...],
+    "weight_decay": 0.0}. Keep the order of model.parameters() inside each group (a tied weight
+    appears there once). Example: nn.Linear(3, 2) gives [{"params": [weight (2, 3)], ...},
+    {"params": [bias (2,)], ...}]. Pass the result to torch.optim.AdamW(groups, ...).
+    """
+    matrices = [p for p in model.parameters() if p.dim() >= 2]
+    others = [p for p in model.parameters() if p.dim() < 2]
+    return [{"params": matrices, "weight_decay": weight_decay}, {"params": others, "weight_decay": 0.0}]
+
+
+def train_loop(model: torch.nn.Module, get_batch, config: TrainConfig) -> list[float]:
+    """Train `model` in place for config.steps steps and return the training loss of every step.
+
+    `model(x)` returns logits (batch, time, vocab); `get_batch("train", step)` returns (x, y), two
+    (batch, time) tensors of token ids, with -100 in y where no loss is taken. Before the loop,
+    torch.manual_seed(config.seed) (dropout draws from it) and model.train(); the optimizer is
+    torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr,
+    betas=(config.beta1, config.beta2)). Then at each step (from 0):
+
+    1. x, y = get_batch("train", step); the loss is cross_entropy of the logits, flattened to
+       (batch·time, vocab), against y flattened to (batch·time,); loss.backward()
+    2. clip every gradient with clip_by_global_norm(..., config.grad_clip) (0: leave them)
+    3. set every group's "lr" to warmup_cosine_lr(step, config.steps, config.warmup_steps,
+       config.lr, config.min_lr); optimizer.step(); optimizer.zero_grad()
+    4. keep loss.item()
+
+    Use your own functions above. With the same seed, the same initial weights and accumulation 1,
+    the losses equal minilm.train.train's "train_loss" history (up to float rounding). Example:
+    config = TrainConfig(steps=3, warmup_steps=1, eval_every=0) gives a list of 3 floats, the
+    first about ln(vocab) for a freshly initialised GPT.
+    """
+    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr,
+                                  betas=(config.beta1, config.beta2))
+    parameters = list(model.parameters())
+    torch.manual_seed(config.seed)  # dropout's randomness
+    model.train()
+    losses = []
+    for step in range(config.steps):
+        x, y = get_batch("train", step)  # (batch, time) each
+        logits = model(x)  # (batch, time, vocab)
+        loss = cross_entropy(logits.flatten(0, 1), y.flatten())
+        loss.backward()
+        if config.grad_clip > 0:
+            clipped, _ = clip_by_global_norm([p.grad for p in parameters], config.grad_clip)
+            for parameter, grad in zip(parameters, clipped):
+                parameter.grad = grad
+        lr = warmup_cosine_lr(step, config.steps, config.warmup_steps, config.lr, config.min_lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    return losses
