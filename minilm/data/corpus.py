@@ -59,7 +59,7 @@ class CorpusConfig:
     story_config: StoryConfig = field(default_factory=StoryConfig)  # which story world
     stdlib_modules: tuple[str, ...] | None = None  # top-level standard-library modules to read (None: all)
     text_files: tuple[str, ...] = ()  # local UTF-8 files for the source "files", one document each
-    code_chunk_chars: int = 4000  # code enters cut between top-level statements into pieces this long
+    code_chunk_chars: int = 4000  # code enters cut between definitions into pieces at most this long
     hf_split: str = "train"  # for "hf:<name>" sources: the split,
     hf_text_column: str = "text"  # the column holding the text,
     hf_limit: int | None = 20_000  # and at most this many rows
