@@ -229,7 +229,7 @@ class BPETokenizer:
     def _encode_stable_prefix(self, text: str, stop: int) -> tuple[list[int], int]:
         """Ids of the leading pieces of `text` that text appended later cannot change, and their length.
 
-        A pre-token is final when the character after it comes before `stop`, the first position
+        A pre-token is final when the pre-token after it ends before `stop`, the first position
         where an appended text could complete a special token; a special token is final when it
         starts before `stop`. encode() passes a `stop` beyond the end: every piece is final.
         """
@@ -245,8 +245,11 @@ class BPETokenizer:
                 ids.extend(itertools.chain.from_iterable(map(self._word_ids, GPT2_SPLIT.findall(part))))
                 position += len(part)
                 continue
-            for word in GPT2_SPLIT.findall(part):
-                if position + len(word) >= stop:
+            words = GPT2_SPLIT.findall(part)
+            for word, following in zip(words, words[1:] + [""]):
+                # Where a word ends can hang on the text up to the end of the next one (a run of
+                # spaces leaves its last space to the word after it), so both must end before stop.
+                if not following or position + len(word) + len(following) >= stop:
                     return ids, position
                 ids.extend(self._word_ids(word))
                 position += len(word)

@@ -97,6 +97,13 @@ def test_encode_iterable_equals_encode_of_the_joined_text(bpe, text, cuts, chunk
     assert list(bpe.encode_iterable(chunks, chunk_chars=chunk_chars)) == bpe.encode(text)
 
 
+@pytest.mark.parametrize("chunks", [["  <|endoftext|", ">"], ["a   ", "<|endoftext|>b"], ["x \n\n  <|end", "oftext|>"]])
+def test_encode_iterable_keeps_a_space_run_whole_before_a_special_token(bpe, chunks):
+    """A run of spaces gives its last space to the next word unless a special token follows it,
+    which the stream may only learn from later text."""
+    assert list(bpe.encode_iterable(chunks, chunk_chars=1)) == bpe.encode("".join(chunks))
+
+
 def test_encode_iterable_streams_a_file_lazily(bpe, tmp_path):
     path = tmp_path / "big.txt"
     path.write_text(TRAINING_TEXTS[0] * 5, encoding="utf-8")  # about 300 kB, several chunks
