@@ -163,6 +163,11 @@ def code_model(preset: str | None = None, device=None) -> CodeModel:
               "train_files": [d.meta["path"] for d in train_files]}
     folder = cached_artifact("code-model", inputs, build)
     checkpoint = load_checkpoint(folder, device=device or choose_device())
+    return CodeModel(checkpoint.model, checkpoint.tokenizer, checkpoint.history,
+                     held_out_functions(test_files, sizes), folder)
+
+
+def held_out_functions(test_files: Sequence[Document], sizes: CodeSizes) -> list[Example]:
+    """`sizes.completions` functions to complete, spread over the held-out files."""
     functions = function_examples(test_files, max_chars=sizes.max_function_chars)
-    spread = functions[::max(1, len(functions) // sizes.completions)][:sizes.completions]  # from many files
-    return CodeModel(checkpoint.model, checkpoint.tokenizer, checkpoint.history, spread, folder)
+    return functions[::max(1, len(functions) // sizes.completions)][:sizes.completions]  # from many files

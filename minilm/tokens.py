@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from datasets import DatasetDict
 from minilm import bpe_train, tokenizer as tokenizer_module
-from minilm.cache import cached_artifact
+from minilm.cache import cached_artifact, file_sha256
 from minilm.data import END_OF_TEXT
 from minilm.progress import progress_bar
 from minilm.runtime import choose_device
@@ -168,14 +168,32 @@ def prepare_tokens(corpus: DatasetDict, vocab_size: int, kind: str = "bpe", prog
                          f"the tokenizer is trained on it.")
 
     def build(folder: Path) -> None:
-        tokenizer = train_tokenizer(corpus, vocab_size, kind, progress)
-        tokenizer.save(folder / "tokenizer.json")
-        splits = {name: write_stream(tokenizer, corpus[name]["text"], folder / f"{name}.bin", progress)
-                  for name in corpus}
-        meta = {"dtype": smallest_unsigned_dtype(tokenizer.vocab_size).name, "splits": splits}
-        (folder / "tokens.json").write_text(json.dumps(meta, indent=2))
+        write_streams(train_tokenizer(corpus, vocab_size, kind, progress), corpus, folder, progress)
 
     inputs = {"corpus": corpus_digest(corpus), "vocab_size": vocab_size, "kind": kind}
     # the tokenizers' code is part of the key: changing how text is tokenised rebuilds the streams
     folder = cached_artifact(f"tokens-{kind}", inputs, build, code=(tokenizer_module, bpe_train))
     return PreparedTokens.load(folder)
+
+
+def encode_with(corpus: DatasetDict, tokens: PreparedTokens, progress: bool = False) -> PreparedTokens:
+    """Every split of `corpus` encoded with the tokenizer of `tokens` (not trained again), cached.
+
+    Models trained on different corpora compare only when they share one vocabulary: chapter 7
+    trains a tokenizer on the general mix and encodes every other corpus with it.
+    """
+    def build(folder: Path) -> None:
+        write_streams(tokens.tokenizer, corpus, folder, progress)
+
+    inputs = {"corpus": corpus_digest(corpus), "tokenizer": file_sha256(tokens.folder / "tokenizer.json")}
+    return PreparedTokens.load(cached_artifact("tokens-shared", inputs, build, code=(tokenizer_module, bpe_train)))
+
+
+def write_streams(tokenizer: BPETokenizer | CharTokenizer, corpus: DatasetDict, folder: Path,
+                  progress: bool = False) -> None:
+    """Save the tokenizer and one stream per split into `folder`, with tokens.json describing them."""
+    tokenizer.save(folder / "tokenizer.json")
+    splits = {name: write_stream(tokenizer, corpus[name]["text"], folder / f"{name}.bin", progress)
+              for name in corpus}
+    meta = {"dtype": smallest_unsigned_dtype(tokenizer.vocab_size).name, "splits": splits}
+    (folder / "tokens.json").write_text(json.dumps(meta, indent=2))

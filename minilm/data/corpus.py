@@ -33,7 +33,7 @@ from minilm.data.dedup import (DedupReport, near_duplicate_clusters, remove_exac
 from minilm.data.documents import DataError, Document, EmptyCorpusError
 from minilm.data.quality import CODE_THRESHOLDS, TEXT_THRESHOLDS, QualityThresholds, filter_documents
 from minilm.data.sources import code_chunks, hf_documents, stdlib_code, stdlib_docstrings, stdlib_root, text_files
-from minilm.data.splits import mix_sources, split_documents
+from minilm.data.splits import group_keys, mix_sources, split_documents
 from minilm.data.stats import source_statistics
 from minilm.data.stories import StoryConfig, StoryWorld, entropy_from_log_probs
 from minilm.presets import choose
@@ -64,6 +64,7 @@ class CorpusConfig:
     hf_text_column: str = "text"  # the column holding the text,
     hf_limit: int | None = 20_000  # and at most this many rows
     split_fractions: tuple[float, float, float] = (0.9, 0.05, 0.05)  # train, validation, test
+    group_files: bool = True  # a file's pieces and docstrings share a split (False leaks: chapter 7 shows it)
     text_quality: QualityThresholds = TEXT_THRESHOLDS  # filters for prose, stories, files, datasets
     code_quality: QualityThresholds = CODE_THRESHOLDS  # filters for code
     near_duplicate_threshold: float = 0.7  # Jaccard similarity of 5-word shingles that counts as "near"
@@ -138,7 +139,8 @@ def run_pipeline(config: CorpusConfig) -> PipelineResult:
     for document, key in zip(unique, keys):
         document.meta = {**document.meta, "cluster": key[:16]}
     mixed, mixed_keys, mixing = mix_sources(unique, config.sources, keys)
-    splits = split_documents(mixed, mixed_keys, config.split_fractions)
+    groups = [document.meta.get("path") if config.group_files else None for document in mixed]
+    splits = split_documents(mixed, group_keys(mixed_keys, groups), config.split_fractions)
     report = {
         "raw": source_statistics(raw),
         "cleaning": [dataclasses.asdict(step) for step in cleaning],
@@ -180,6 +182,11 @@ def to_dataset_dict(splits: dict[str, list[Document]]) -> datasets.DatasetDict:
         "log_prob": [d.meta.get("log_prob", math.nan) for d in docs],
         "meta": [json.dumps(d.meta, sort_keys=True) for d in docs],
     }, features=features) for name, docs in splits.items()})
+
+
+def documents_of(split: datasets.Dataset) -> list[Document]:
+    """The rows of one split of a built corpus as Documents again (the inverse of `to_dataset_dict`)."""
+    return [Document(row["text"], row["source"], json.loads(row["meta"])) for row in split]
 
 
 def cache_inputs(config: CorpusConfig) -> dict:

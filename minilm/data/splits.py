@@ -9,7 +9,10 @@ were read, and independent of the hash that picks the split.
 Splitting. A document's split is decided by a hash, not by a random draw, so it never changes when
 other documents are added or removed. The hash is that of its near-duplicate cluster (the cluster's
 first document), so near duplicates always land on the same side: the validation set never holds a
-lightly edited copy of a training document.
+lightly edited copy of a training document. Documents cut from one file share a group (the pieces
+of a source file and the docstrings it holds: `Document.meta["path"]`), and `group_keys` joins each
+group to its clusters, so no split holds a piece of a file whose other pieces, or whose docstrings
+copied inside its code, are in another.
 
 A small corpus can leave a split empty by chance (five documents rarely put one in a 5% split).
 Then the cluster whose hash lies nearest that split's share of [0, 1) moves there from the
@@ -21,6 +24,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from minilm.data.dedup import UnionFind
 from minilm.data.documents import Document, EmptyCorpusError
 
 SPLITS = ("train", "validation", "test")
@@ -82,6 +86,19 @@ def mix_sources(documents: list[Document], weights: dict[str, float],
         report.taken[source] = taken
         report.documents[source] = sum(1 for d in kept if d.source == source)
     return kept, kept_keys, report
+
+
+def group_keys(keys: list[str], groups: list[str | None]) -> list[str]:
+    """Each document's split key: documents joined by a shared cluster key or a shared group (None:
+    no group) form one component, and every member takes the key of its earliest document (a
+    uniform hash like any other; the smallest of many keys would not be, and would pull large
+    components into the first split)."""
+    joined = UnionFind(len(keys))
+    first_of: dict[tuple[str, str], int] = {}
+    for index, (key, group) in enumerate(zip(keys, groups)):
+        for label in [("key", key)] + ([("group", group)] if group is not None else []):
+            joined.union(index, first_of.setdefault(label, index))
+    return [keys[joined.find(index)] for index in range(len(keys))]
 
 
 def check_fractions(fractions: tuple[float, float, float]) -> None:
