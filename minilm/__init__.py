@@ -17,6 +17,8 @@ What each chapter adds:
       distributed torchrun, DDP and FSDP; streaming: corpora bigger than memory
     5 evaluate    loss, perplexity, bits per byte, the floor, n-grams, BLEU, ROUGE-L, diversity, calibration
     6 tasks, finetune, chat, classify, code_completion, task_eval, serve: the applications
+    7 transfer    what general data buys: pretraining variants, fine-tuning on a share of the labels;
+      data        grows stages, contamination and quality_classifier
 """
 from minilm.cache import cache_root, cached_artifact
 from minilm.presets import choose, current_preset

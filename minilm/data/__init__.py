@@ -14,6 +14,11 @@ Modules, in pipeline order:
     splits     mixing by weight; deterministic, leakage-free splits
     stats      per-source statistics
     corpus     the whole pipeline, cached as a DatasetDict
+
+Chapter 7 measures what the pipeline buys:
+    stages              the corpus after each step, for a model per step
+    contamination       long n-gram overlap between training data and evaluation sets
+    quality_classifier  a learned quality filter: hashed n-grams and logistic regression
 """
 from minilm.data.corpus import (CorpusConfig, PipelineResult, build_corpus, corpus_path, corpus_report,
                                 dataset_entropy, run_pipeline)
