@@ -1,6 +1,5 @@
 """Chapter 7's machinery: file groups in the splits, the corpus after each pipeline step, the shared
 vocabulary, and the transfer harness on a tiny config; checked against brute force and float64 maths."""
-import json
 import math
 import random
 from dataclasses import replace
@@ -12,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from minilm.data import CorpusConfig, Document, build_corpus, run_pipeline
-from minilm.data.corpus import documents_of, to_dataset_dict
+from minilm.data.corpus import documents_of
 from minilm.data.dedup import jaccard, normalise, shingles
 from minilm.data.splits import group_keys
 from minilm.data.stages import STAGES, leave_out, mixed, pipeline_stages
@@ -90,10 +89,10 @@ def test_documents_of_gives_back_the_documents_of_a_stored_split():
 
 @pytest.fixture(scope="module")
 def stages_and_held_out(tmp_path_factory):
-    import os
-    os.environ["MINILM_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    held_out = documents_of(build_corpus(config())["validation"])
-    return pipeline_stages(config(), held_out), held_out
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MINILM_CACHE", str(tmp_path_factory.mktemp("cache")))
+        held_out = documents_of(build_corpus(config())["validation"])
+        yield pipeline_stages(config(), held_out), held_out
 
 
 def test_each_stage_keeps_what_its_step_should_and_none_holds_the_held_out_set(stages_and_held_out):
@@ -139,10 +138,10 @@ def test_mixed_stages_hold_the_configs_shares(stages_and_held_out):
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
-    import os
-    os.environ["MINILM_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    corpus = build_corpus(config())
-    return corpus, prepare_tokens(corpus, 512)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MINILM_CACHE", str(tmp_path_factory.mktemp("cache")))
+        corpus = build_corpus(config())
+        yield corpus, prepare_tokens(corpus, 512)
 
 
 def test_encode_with_encodes_every_split_with_the_given_tokenizer(shared):
