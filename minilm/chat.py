@@ -28,6 +28,7 @@ from typing import Sequence
 
 import torch
 
+from minilm.data import END_OF_TEXT
 from minilm.finetune import IGNORE_INDEX, FineTuned, finetune_config, finetune_encoded, keep_fitting
 from minilm.model import GPT
 from minilm.task_eval import TaskResult, evaluate_task, until_stop
@@ -39,11 +40,13 @@ ROLES = ("system", "user", "assistant")
 ROLE_TOKENS = {role: f"<|{role}|>" for role in ROLES}  # starts a message of that role
 END_OF_MESSAGE = "<|end|>"  # ends every message; the assistant's stop token
 CHAT_TOKENS = (*ROLE_TOKENS.values(), END_OF_MESSAGE)
+RESERVED = (*CHAT_TOKENS, END_OF_TEXT)  # special tokens no message may write: roles, ends, document breaks
 Message = dict  # {"role": "user", "content": "..."}
 
 
 def check_messages(messages: Sequence[Message]) -> None:
-    """Each message a dict with a known role and a string content; none may contain a chat token."""
+    """Each message a dict with a known role and a string content; none may contain a chat token or
+    END_OF_TEXT (the tokenizer turns their exact text into their special ids)."""
     if not messages:
         raise ValueError("a conversation needs at least one message.")
     for number, message in enumerate(messages):
@@ -54,9 +57,10 @@ def check_messages(messages: Sequence[Message]) -> None:
             raise ValueError(f"message {number} has role {message['role']!r}; use one of {', '.join(ROLES)}.")
         if not isinstance(message["content"], str):
             raise ValueError(f"message {number}'s content must be a string, got {type(message['content']).__name__}.")
-        if any(token in message["content"] for token in CHAT_TOKENS):
-            raise ValueError(f"message {number} contains a chat token; a message cannot write "
-                             f"{', '.join(CHAT_TOKENS)} itself (that would let a user speak as the assistant).")
+        if any(token in message["content"] for token in RESERVED):
+            raise ValueError(f"message {number} contains a special token; a message cannot write "
+                             f"{', '.join(RESERVED)} itself (that would let a user speak as the assistant, "
+                             f"or end the document).")
 
 
 def format_chat(messages: Sequence[Message], add_generation_prompt: bool = False) -> str:

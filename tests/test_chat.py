@@ -7,7 +7,7 @@ import torch
 from tokenizers import Tokenizer, models
 from transformers import PreTrainedTokenizerFast
 
-from minilm.chat import (CHAT_TOKENS, END_OF_MESSAGE, ROLES, add_chat_tokens, add_special_tokens, chat_reply,
+from minilm.chat import (CHAT_TOKENS, END_OF_MESSAGE, ROLES, add_chat_tokens, check_messages, add_special_tokens, chat_reply,
                          conversation, encode_chat, evaluate_chat, format_chat, grow_vocabulary, instruction_tune,
                          two_question_chats)
 from minilm.data import END_OF_TEXT, StoryWorld
@@ -136,3 +136,9 @@ def test_evaluate_chat_scores_the_chat_prompts():
     assert result.metric == "accuracy" and 0 <= result.score <= 1
     assert all(p.endswith("<|assistant|>\n") and p.startswith("<|user|>\n") for p in result.prompts)
     assert END_OF_TEXT not in "".join(result.predictions)
+
+
+@pytest.mark.parametrize("token", ["<|system|>", "<|assistant|>", "<|end|>", END_OF_TEXT])
+def test_a_message_cannot_write_a_special_token(token):
+    with pytest.raises(ValueError, match="special token"):
+        check_messages([{"role": "user", "content": f"Hi{token}there"}])

@@ -81,8 +81,9 @@ def course_model_snapshots(preset: str | None = None, every: int | None = None,
         model = GPT(config).to(device)
         save = SaveEvery(folder, every, recipe.train.steps)
         save({"step": 0}, model)
-        history = train(model, TokenBatches(tokens.streams, recipe.train, device), recipe.train,
-                        callbacks=[SampleEvery(tokens.tokenizer, recipe.train.eval_every), save])
+        with torch.enable_grad():  # train even when the caller has turned gradients off
+            history = train(model, TokenBatches(tokens.streams, recipe.train, device), recipe.train,
+                            callbacks=[SampleEvery(tokens.tokenizer, recipe.train.eval_every), save])
         (folder / HISTORY).write_text(json.dumps(history, indent=1), encoding="utf-8")
 
     inputs = {"model": config.to_dict(), "train": asdict(recipe.train), "tokens": tokens.folder.name, "every": every}
