@@ -233,8 +233,8 @@ def test_fsdp_holds_half_the_weights_on_each_process_and_trains_like_ddp(runs):
                                rtol=1e-5)
     gathered = safetensors.torch.load_file(runs["out"] / "fsdp.safetensors")
     ddp = load_checkpoint(runs["out"] / "two").model.state_dict()
-    for name, weight in ddp.items():
-        torch.testing.assert_close(gathered[name], weight, rtol=1e-4, atol=1e-6)
+    for name, weight in ddp.items():  # reduce-scatter and all-reduce sum gradients in other orders, and Adam
+        torch.testing.assert_close(gathered[name], weight, rtol=1e-4, atol=1e-5)  # magnifies that near 0
 
 
 def ring_all_reduce(pieces: list[np.ndarray]) -> tuple[list[np.ndarray], list[int]]:
