@@ -16,9 +16,12 @@ What each chapter adds:
     4 train       the training loop; checkpoint; cli (python -m minilm train | generate)
       distributed torchrun, DDP and FSDP; streaming: corpora bigger than memory
     5 evaluate    loss, perplexity, bits per byte, the floor, n-grams, BLEU, ROUGE-L, diversity, calibration
-    6 tasks, finetune, chat, classify, code_completion, task_eval, serve: the applications
+    6 apps        tasks, task_eval, chat, classify, code_completion, serve: the applications
+      posttrain   finetune: supervised fine-tuning
     7 transfer    what general data buys: pretraining variants, fine-tuning on a share of the labels;
       data        grows stages, contamination and quality_classifier
+    8 interpret   inside the model: attention, heads, the logit lens, probes, ablation, patching
+      safety      privacy, canaries, abstention, bias, prompt injection, a sandbox for generated code
 """
 from minilm.cache import cache_root, cached_artifact
 from minilm.presets import choose, current_preset

@@ -13,7 +13,7 @@ import sys
 
 from minilm.runtime import set_threads
 
-COMMAND_MODULES = ["minilm.report", "minilm.cli", "minilm.serve"]
+COMMAND_MODULES = ["minilm.report", "minilm.cli", "minilm.apps.serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,17 +28,18 @@ from typing import Iterable, Sequence
 
 import torch
 
-from minilm import finetune as finetune_module, model as model_module, train as train_module
+from minilm import model as model_module, train as train_module
+from minilm.posttrain import finetune as finetune_module
 from minilm.cache import cached_artifact
 from minilm.checkpoint import load_checkpoint
 from minilm.data import StoryWorld
 from minilm.evaluate import bits_per_byte, token_losses
-from minilm.finetune import finetune
+from minilm.posttrain.finetune import finetune
 from minilm.model import GPT, model_config
 from minilm.progress import progress_bar
 from minilm.runtime import seed_everything
-from minilm.task_eval import evaluate_task
-from minilm.tasks import Example, story_examples, story_split
+from minilm.apps.task_eval import evaluate_task
+from minilm.apps.tasks import Example, story_examples, story_split
 from minilm.tokens import PreparedTokens
 from minilm.train import TokenBatches, TrainConfig, train
 

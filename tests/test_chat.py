@@ -7,13 +7,13 @@ import torch
 from tokenizers import Tokenizer, models
 from transformers import PreTrainedTokenizerFast
 
-from minilm.chat import (CHAT_TOKENS, END_OF_MESSAGE, ROLES, add_chat_tokens, check_messages, add_special_tokens, chat_reply,
+from minilm.apps.chat import (CHAT_TOKENS, END_OF_MESSAGE, ROLES, add_chat_tokens, check_messages, add_special_tokens, chat_reply,
                          conversation, encode_chat, evaluate_chat, format_chat, grow_vocabulary, instruction_tune,
                          two_question_chats)
 from minilm.data import END_OF_TEXT, StoryWorld
-from minilm.finetune import IGNORE_INDEX, finetune_config
+from minilm.posttrain.finetune import IGNORE_INDEX, finetune_config
 from minilm.model import GPT, GPTConfig
-from minilm.tasks import story_examples
+from minilm.apps.tasks import story_examples
 from minilm.tokenizer import BPETokenizer, CharTokenizer
 
 STORIES = StoryWorld().stories(12, seed=62)

@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minilm.classify import (BagOfWords, FeatureBatches, LinearClassifier, continuation_log_prob, hidden_features,
+from minilm.apps.classify import (BagOfWords, FeatureBatches, LinearClassifier, continuation_log_prob, hidden_features,
                              label_ids, predict, train_classifier, zero_shot_classify)
 from minilm.data import StoryWorld
 from minilm.model import GPT, GPTConfig
-from minilm.tasks import without_ending
+from minilm.apps.tasks import without_ending
 from minilm.tokenizer import BPETokenizer
 
 STORIES = StoryWorld().stories(30, seed=63)

@@ -13,7 +13,7 @@ import torch
 
 from minilm.__main__ import main
 from minilm.checkpoint import load_checkpoint
-from minilm.serve import running_server
+from minilm.apps.serve import running_server
 
 ROOT = Path(__file__).resolve().parents[1]
 

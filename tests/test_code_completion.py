@@ -3,11 +3,11 @@ and the parse rate of the real bodies (all of them) and of an untrained model.""
 import pytest
 import torch
 
-from minilm.code_completion import (body_until_dedent, complete_functions, is_test_file, split_files,
+from minilm.apps.code_completion import (body_until_dedent, complete_functions, is_test_file, split_files,
                                     valid_completion)
 from minilm.data.sources import stdlib_code
 from minilm.model import GPT, GPTConfig
-from minilm.tasks import Example, function_examples
+from minilm.apps.tasks import Example, function_examples
 from minilm.tokenizer import BPETokenizer
 
 FILES = list(stdlib_code(["json", "textwrap", "colorsys", "bisect", "keyword", "fnmatch", "glob"]))

@@ -5,11 +5,11 @@ import torch
 import torch.nn.functional as F
 
 from minilm.data import END_OF_TEXT, StoryWorld
-from minilm.finetune import (IGNORE_INDEX, SFT_SIZES, ExampleBatches, encode_example, encode_fitting, finetune,
+from minilm.posttrain.finetune import (IGNORE_INDEX, SFT_SIZES, ExampleBatches, encode_example, encode_fitting, finetune,
                              finetune_config, pad_batch)
 from minilm.model import GPT, GPTConfig
 from minilm.presets import choose
-from minilm.tasks import Example, story_examples
+from minilm.apps.tasks import Example, story_examples
 from minilm.tokenizer import BPETokenizer
 
 STORIES = StoryWorld().stories(20, seed=61)

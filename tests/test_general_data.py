@@ -20,7 +20,7 @@ from minilm.model import GPT, model_config
 from minilm.tokens import encode_with, prepare_tokens
 from minilm.transfer import (EXPERIMENT_SIZES, T_975, fine_tuned_score, labelled_subset, mean_and_interval,
                              source_bits_per_byte, subset_size, task_data, transfer_grid)
-from minilm.task_eval import evaluate_task
+from minilm.apps.task_eval import evaluate_task
 
 MODULES = ("posixpath", "ntpath", "genericpath", "json", "textwrap", "statistics", "urllib")
 

@@ -14,7 +14,7 @@ from minilm.data.story_words import WORDS
 from minilm.generate import generate
 from minilm.safety.abstention import (ABSTAIN, abstention_examples, abstention_models, abstention_report,
                                       coverage_curve, unanswerable_examples, unanswerable_questions)
-from minilm.tasks import Example, story_examples
+from minilm.apps.tasks import Example, story_examples
 from minilm.tokenizer import CharTokenizer
 
 WORLDS = [StoryWorld(), StoryWorld(StoryConfig(max_words=3)),

@@ -13,7 +13,7 @@ from scipy.stats import norm
 from minilm.data import StoryConfig, StoryWorld
 from minilm.data.stories import GOOD_OUTCOME_ODDS, HAPPY_GIVEN_OUTCOME, TROUBLE_WEIGHTS, TROUBLES
 from minilm.data.story_words import NAMES
-from minilm.finetune import encode_example, finetune_encoded
+from minilm.posttrain.finetune import encode_example, finetune_encoded
 from minilm.model import GPT, GPTConfig
 from minilm.safety.bias import (GROUP_A, GROUP_B, Z_95, bias_experiment, happy_probability, mood_association,
                                 mood_prompts, name_groups, rebalanced, skewed_stories)

@@ -3,7 +3,7 @@ special, how often a token's text occurs), literal role tokens are refused, look
 pass as plain text, and the transcript parser reads roles back by their ids."""
 import pytest
 
-from minilm.chat import CHAT_TOKENS, END_OF_MESSAGE, ROLE_TOKENS, add_special_tokens, format_chat
+from minilm.apps.chat import CHAT_TOKENS, END_OF_MESSAGE, ROLE_TOKENS, add_special_tokens, format_chat
 from minilm.data import END_OF_TEXT, StoryConfig, StoryWorld
 from minilm.safety.injection import audit_injection, injection_cases, parse_transcript
 from minilm.tokenizer import BPETokenizer

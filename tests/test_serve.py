@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from minilm.__main__ import main
-from minilm.chat import END_OF_MESSAGE, add_chat_tokens, chat_reply
+from minilm.apps.chat import END_OF_MESSAGE, add_chat_tokens, chat_reply
 from minilm.checkpoint import save_checkpoint
 from minilm.data import END_OF_TEXT, StoryWorld
 from minilm.generate import document_prompt
 from minilm.model import GPT, GPTConfig
-from minilm.serve import running_server, stream_tokens
+from minilm.apps.serve import running_server, stream_tokens
 from minilm.tokenizer import BPETokenizer
 
 ROOT = Path(__file__).resolve().parents[1]

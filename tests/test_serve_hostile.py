@@ -19,7 +19,7 @@ from minilm.__main__ import main
 from minilm.checkpoint import save_checkpoint
 from minilm.data import StoryWorld
 from minilm.model import GPT, GPTConfig
-from minilm.serve import running_server
+from minilm.apps.serve import running_server
 from minilm.tokenizer import BPETokenizer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,10 +7,10 @@ import torch
 from minilm.data import END_OF_TEXT, StoryWorld
 from minilm.evaluate import distinct_n
 from minilm.model import GPT, GPTConfig
-from minilm.task_eval import (DECODINGS, Decoding, accuracy, compare_decoding, evaluate_task, exact_match,
+from minilm.apps.task_eval import (DECODINGS, Decoding, accuracy, compare_decoding, evaluate_task, exact_match,
                               first_line, generate_answers, normalize_answer, score, unsupported_rate,
                               until_stop, wilson_interval)
-from minilm.tasks import story_examples
+from minilm.apps.tasks import story_examples
 from minilm.tokenizer import BPETokenizer
 
 STORIES = StoryWorld().stories(10, seed=64)

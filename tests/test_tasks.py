@@ -9,7 +9,7 @@ import pytest
 from minilm.data import StoryConfig, StoryWorld
 from minilm.data.documents import Document
 from minilm.data.language import translate
-from minilm.tasks import (STORY_TASKS, function_examples, mood_ceiling, mood_from_plot, parses, sentences,
+from minilm.apps.tasks import (STORY_TASKS, function_examples, mood_ceiling, mood_from_plot, parses, sentences,
                           story_examples, story_split, without_ending)
 from minilm.tokenizer import BPETokenizer
 

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from minilm.task_eval import wilson_interval
+from minilm.apps.task_eval import wilson_interval
 
 GRADIENT_TOLERANCE = 1e-10  # L-BFGS stops once no gradient entry is larger: float64 leaves room
 CHANGE_TOLERANCE = 1e-15  # ... or once a step changes the loss or the weights by less than this

@@ -58,7 +58,7 @@ import torch
 from minilm.data.stories import END_OF_TEXT, MOODS, Story
 from minilm.data.story_words import WORDS
 from minilm.interpret.internals import record_internals
-from minilm.tasks import sentences
+from minilm.apps.tasks import sentences
 
 TOKEN_KINDS = ("name", "object", "mood", "place", "kind", "other")
 FACTS = ("hero", "place", "mood", "solved")

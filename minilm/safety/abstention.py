@@ -40,18 +40,19 @@ from typing import Sequence
 
 import numpy as np
 
-from minilm import finetune as finetune_module, model as model_module, train as train_module
+from minilm import model as model_module, train as train_module
+from minilm.posttrain import finetune as finetune_module
 from minilm.cache import cached_artifact
 from minilm.checkpoint import load_checkpoint, save_checkpoint
-from minilm.classify import continuation_log_prob
+from minilm.apps.classify import continuation_log_prob
 from minilm.course_model import CourseModel, course_model
 from minilm.data import END_OF_TEXT, Story, StoryWorld
 from minilm.data.stories import questions
-from minilm.finetune import finetune, finetune_config
+from minilm.posttrain.finetune import finetune, finetune_config
 from minilm.model import GPT
 from minilm.presets import choose, current_preset
-from minilm.task_eval import first_line, generate_answers, normalize_answer, wilson_interval
-from minilm.tasks import INSTRUCTIONS, PROMPTS, Example, story_examples, story_split
+from minilm.apps.task_eval import first_line, generate_answers, normalize_answer, wilson_interval
+from minilm.apps.tasks import INSTRUCTIONS, PROMPTS, Example, story_examples, story_split
 from minilm.train import TrainConfig
 
 ABSTAIN = "I don't know"  # the right answer to a question the story does not answer
@@ -83,7 +84,7 @@ def unanswerable_questions(story: Story, rng: random.Random, world: StoryWorld) 
 
 
 def qa_example(story: Story, question: str, answer: str) -> Example:
-    """One question about a story in chapter 6's "qa" prompt format (minilm.tasks.PROMPTS)."""
+    """One question about a story in chapter 6's "qa" prompt format (minilm.apps.tasks.PROMPTS)."""
     fields = {"story": story.text, "question": question}
     return Example("qa", PROMPTS["qa"].format(**fields), " " + answer, INSTRUCTIONS["qa"].format(**fields))
 

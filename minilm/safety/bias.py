@@ -40,7 +40,7 @@ from typing import Sequence
 
 import torch
 
-from minilm.classify import continuation_log_prob
+from minilm.apps.classify import continuation_log_prob
 from minilm.course_model import course_model
 from minilm.data import Story, StoryWorld
 from minilm.data.story_words import NAMES

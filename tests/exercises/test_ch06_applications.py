@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from minilm.data import END_OF_TEXT
 from minilm.data.sources import stdlib_code
-from minilm.finetune import encode_example, pad_batch
+from minilm.posttrain.finetune import encode_example, pad_batch
 from minilm.model import GPT, GPTConfig
 from minilm.train import TrainConfig, train
 from tests.exercises.harness import load_chapter

@@ -9,7 +9,7 @@ where each message ends, so the model can never confuse a user's words with its 
     Leo<|end|>
 
 To answer, the transcript so far is followed by "<|assistant|>\\n" (the generation prompt) and the
-model writes until it produces <|end|>. Instruction tuning is chapter 6's fine-tuning (minilm.finetune)
+model writes until it produces <|end|>. Instruction tuning is chapter 6's fine-tuning (minilm.posttrain.finetune)
 on such transcripts, the loss on the assistant's messages only (and their <|end|>, so it learns to
 stop); in a multi-turn conversation every assistant message is learned, every user message given.
 
@@ -29,10 +29,10 @@ from typing import Sequence
 import torch
 
 from minilm.data import END_OF_TEXT
-from minilm.finetune import IGNORE_INDEX, FineTuned, finetune_config, finetune_encoded, keep_fitting
+from minilm.posttrain.finetune import IGNORE_INDEX, FineTuned, finetune_config, finetune_encoded, keep_fitting
 from minilm.model import GPT
-from minilm.task_eval import TaskResult, evaluate_task, until_stop
-from minilm.tasks import Example
+from minilm.apps.task_eval import TaskResult, evaluate_task, until_stop
+from minilm.apps.tasks import Example
 from minilm.tokenizer import BPETokenizer, CharTokenizer
 from minilm.train import TrainConfig
 

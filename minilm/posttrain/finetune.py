@@ -29,7 +29,7 @@ import torch
 
 from minilm.data import END_OF_TEXT
 from minilm.presets import choose
-from minilm.tasks import Example
+from minilm.apps.tasks import Example
 from minilm.train import TrainConfig, train
 
 IGNORE_INDEX = -100  # a target the cross-entropy skips (PyTorch's default ignore_index)

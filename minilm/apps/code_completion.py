@@ -30,8 +30,8 @@ from minilm.data.splits import hash_fraction
 from minilm.model import GPT, GPTConfig
 from minilm.presets import choose
 from minilm.runtime import choose_device, seed_everything
-from minilm.task_eval import generate_answers
-from minilm.tasks import Example, function_examples, parses
+from minilm.apps.task_eval import generate_answers
+from minilm.apps.tasks import Example, function_examples, parses
 from minilm.tokens import prepare_tokens
 from minilm.train import TokenBatches, TrainConfig, train
 

@@ -19,7 +19,7 @@ holds thousands of functions whose bodies a model can try to complete:
 Every answer starts with a space (or, for code, a new line), so the prompt and the answer are
 tokenised exactly as the same text would be in running prose: a model reads `prompt` and
 continues it. `Example.instruction` is the same request written to a person, for the chat format
-(minilm.chat).
+(minilm.apps.chat).
 
 The mood task hides the story's last sentence: it says outright how the hero felt ("Mia felt
 happy"), so keeping it would make the task a word lookup. Without it the mood must be guessed from
@@ -62,7 +62,7 @@ class Example:
     task: str  # translation, qa, summary, mood or code
     prompt: str  # the text the model continues
     answer: str  # the continuation we want (starts with a space or a new line)
-    instruction: str = ""  # the request as a chat message (minilm.chat); empty for code
+    instruction: str = ""  # the request as a chat message (minilm.apps.chat); empty for code
 
 
 def sentences(text: str) -> list[str]:

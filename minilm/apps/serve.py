@@ -50,7 +50,7 @@ from typing import Iterator
 
 import torch
 
-from minilm.chat import CHAT_TOKENS, END_OF_MESSAGE, format_chat
+from minilm.apps.chat import CHAT_TOKENS, END_OF_MESSAGE, format_chat
 from minilm.checkpoint import load_checkpoint
 from minilm.cli import whole_number
 from minilm.data import END_OF_TEXT

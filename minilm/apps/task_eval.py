@@ -9,7 +9,7 @@ Each task is measured the way its field measures it:
     qa           exact match: the share of answers equal to the reference once normalised
     summary      mean ROUGE-L F1 (chapter 5) against the reference summary
     mood         accuracy: the share of answers that are the right mood word
-    code         the share of completed functions that parse (minilm.code_completion)
+    code         the share of completed functions that parse (minilm.apps.code_completion)
 
 A score on a few hundred examples is itself uncertain: `wilson_interval(right, n)` gives the
 95% Wilson score interval of a share of right answers, which stays inside [0, 1] and is honest
@@ -34,7 +34,7 @@ import torch
 
 from minilm.data import END_OF_TEXT
 from minilm.evaluate import corpus_bleu, distinct_n, mean_rouge_l, repetition_rate
-from minilm.tasks import Example
+from minilm.apps.tasks import Example
 
 METRICS = {"translation": "BLEU", "qa": "exact match", "summary": "ROUGE-L", "mood": "accuracy"}
 ARTICLES = re.compile(r"\b(a|an|the)\b")
