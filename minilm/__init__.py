@@ -18,6 +18,7 @@ What each chapter adds:
     5 evaluate    loss, perplexity, bits per byte, the floor, n-grams, BLEU, ROUGE-L, diversity, calibration
     6 apps        tasks, task_eval, chat, classify, code_completion, serve: the applications
       posttrain   finetune: supervised fine-tuning
+   6b posttrain   preferences, dpo, rl, lora: preference tuning, reinforcement from a reward, adapters
     7 transfer    what general data buys: pretraining variants, fine-tuning on a share of the labels;
       data        grows stages, contamination and quality_classifier
     8 interpret   inside the model: attention, heads, the logit lens, probes, ablation, patching
