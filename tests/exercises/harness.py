@@ -1,8 +1,8 @@
 """Loads a chapter's exercise module: the course's solutions by default, your own answers in
 student mode (`pytest --student`, `./course exercise CHAPTER`, or MINILM_STUDENT=1).
 
-An exercise that is not written yet makes its tests fail with one line naming the function to
-write, instead of a bare NotImplementedError trace.
+An exercise that is not written yet makes its tests fail with one line naming the function (or the
+class's method) to write, instead of a bare NotImplementedError trace.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def _import(path: Path):
     return module
 
 
-def _guard(function, where: str):
+def _guard(function, where: str, name: str | None = None):
     @functools.wraps(function)
     def call(*args, **kwargs):
         try:
@@ -42,14 +42,21 @@ def _guard(function, where: str):
         except NotImplementedError:
             unfinished = True  # fail outside the handler, so no NotImplementedError trace is chained
         if unfinished:
-            pytest.fail(f"{where}: `{function.__name__}` is not written yet; replace its "
+            pytest.fail(f"{where}: `{name or function.__name__}` is not written yet; replace its "
                         f"`raise NotImplementedError` with your code (its docstring says what to do).",
                         pytrace=False)
     return call
 
 
+def _guard_class(cls: type, where: str) -> type:
+    """A subclass of `cls` whose own methods are guarded like the functions."""
+    methods = {name: _guard(method, where, f"{cls.__name__}.{name}")
+               for name, method in vars(cls).items() if inspect.isfunction(method)}
+    return type(cls.__name__, (cls,), {**methods, "__module__": cls.__module__, "__doc__": cls.__doc__})
+
+
 def load_chapter(chapter: str, folder: str | None = None) -> SimpleNamespace:
-    """The chapter's functions (and classes), each function guarded as described above."""
+    """The chapter's functions and classes, each function and method guarded as described above."""
     path = module_path(chapter, folder)
     module = _import(path)
     where = f"{path.parent.name}/{path.name}"
@@ -59,6 +66,8 @@ def load_chapter(chapter: str, folder: str | None = None) -> SimpleNamespace:
             continue
         if inspect.isfunction(value) and value.__module__ == module.__name__:
             members[name] = _guard(value, where)
+        elif inspect.isclass(value) and value.__module__ == module.__name__:
+            members[name] = _guard_class(value, where)
         else:
             members[name] = value
     return SimpleNamespace(**members)
