@@ -13,7 +13,7 @@ import sys
 
 from minilm.runtime import set_threads
 
-COMMAND_MODULES = ["minilm.report", "minilm.cli", "minilm.apps.serve"]
+COMMAND_MODULES = ["minilm.report", "minilm.cli", "minilm.apps.serve", "minilm.deploy.export"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -118,6 +118,11 @@ class KVCache:
         self.values[layer, :, :, self.length:end] = v
         return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]  # (batch, kv_heads, end, head_dim)
 
+    def attention_mask(self, t_q: int) -> None:
+        """None: every row holds the same tokens, so the causal mask is all attention needs.
+        (A batching server's cache, chapter 6c, gives a mask for rows of different lengths.)"""
+        return None
+
     def advance(self, time: int) -> None:
         """Count `time` new tokens as stored (every layer has stored them)."""
         self.length += time

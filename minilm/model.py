@@ -247,18 +247,25 @@ class CausalSelfAttention(nn.Module):
         if rope is not None:
             qk = apply_rope(qk, *rope)  # queries and keys turn alike: one call rotates both
         q, k = qk.split([c.n_head, c.kv_heads], dim=1)  # (batch, heads | kv_heads, time, head_dim)
+        mask = None  # the causal mask alone, unless the cache's rows hold different numbers of tokens
         if cache is not None:
             k, v = cache.update(self.layer_index, k, v)  # (batch, kv_heads, cached + time, head_dim)
+            mask = cache.attention_mask(q.shape[-2])  # None, or (batch, 1, time, t_k) for rows of their own lengths
         if c.kv_heads != c.n_head:  # each key/value head serves n_head / n_kv_head query heads
             k = repeat(k, "b h t d -> b (h g) t d", g=c.n_head // c.kv_heads)  # (batch, heads, t_k, head_dim)
             v = repeat(v, "b h t d -> b (h g) t d", g=c.n_head // c.kv_heads)
-        heads = self.attend(q, k, v)  # (batch, heads, time, head_dim)
+        heads = self.attend(q, k, v, mask)  # (batch, heads, time, head_dim)
         return self.dropout(self.out(rearrange(heads, "b h t d -> b t (h d)")))  # (batch, time, n_embd)
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Causal attention of the queries (the last t_q positions) over all t_k keys."""
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Causal attention of the queries (the last t_q positions) over all t_k keys, or over the
+        keys `mask` allows (a batching server's cache, whose rows have lengths of their own)."""
         t_q, t_k = q.shape[-2], k.shape[-2]
         dropout_p = self.config.dropout if self.training else 0.0
+        if mask is not None:
+            if not self.config.fast_attention:
+                return scaled_dot_product_attention(q, k, v, mask=mask, dropout_p=dropout_p)[0]
+            return fused_attention(q, k, v, mask=mask, dropout_p=dropout_p)
         if not self.config.fast_attention:
             mask = causal_mask(t_q, t_k, device=q.device)  # (t_q, t_k)
             return scaled_dot_product_attention(q, k, v, mask=mask, dropout_p=dropout_p)[0]
@@ -327,9 +334,10 @@ class GPT(nn.Module):
         return KVCache(c.n_layer, batch, c.kv_heads, max_length or c.context_length, c.head_dim,
                        device=weight.device, dtype=weight.dtype)
 
-    def _check_tokens(self, idx: torch.Tensor, start: int) -> None:
+    def _check_tokens(self, idx: torch.Tensor, start: int | torch.Tensor) -> None:
         if idx.dim() != 2 or idx.dtype != torch.long:
             raise ValueError(f"idx must be a LongTensor of token ids (batch, time), got {idx.dtype} {tuple(idx.shape)}.")
+        start = int(start.max()) if torch.is_tensor(start) else start  # the longest row
         if start + idx.shape[1] > self.config.context_length:
             raise ValueError(f"{start + idx.shape[1]} positions do not fit in context_length="
                              f"{self.config.context_length}; crop the input to its last "
@@ -342,7 +350,7 @@ class GPT(nn.Module):
 
     def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """The last block's output after the final norm: (batch, time, n_embd), one vector per token."""
-        start = cache.length if cache is not None else 0  # tokens already in the cache come first
+        start = cache.length if cache is not None else 0  # tokens already in the cache come first (or one count per row)
         self._check_tokens(idx, start)
         time = idx.shape[1]
         x = self.token_embedding(idx)  # (batch, time, n_embd)

@@ -15,7 +15,9 @@ same way, nothing else changes (chapter 3's notebook shows it). A language model
     q = apply_rope(q, cos, sin)                                                    # (batch, heads, 10, 16)
 
 Every module takes `time` (how many positions) and `start` (the first one's index): with a KV cache
-the new tokens of a generation step sit after the `start` tokens already processed.
+the new tokens of a generation step sit after the `start` tokens already processed. `start` may
+also be a tensor (batch,) of one start per row, for a server that decodes requests of different
+lengths together (chapter 6c): the result then has a leading batch dimension.
 """
 from __future__ import annotations
 
@@ -24,10 +26,19 @@ from einops import rearrange, repeat
 from torch import nn
 
 
-def _check_range(time: int, start: int, context_length: int) -> None:
-    if start < 0 or time < 1 or start + time > context_length:
-        raise ValueError(f"positions {start}..{start + time - 1} do not fit in a context of {context_length} "
+def _check_range(time: int, start: int | torch.Tensor, context_length: int) -> None:
+    first, last = (int(start.min()), int(start.max())) if torch.is_tensor(start) else (start, start)
+    if first < 0 or time < 1 or last + time > context_length:
+        raise ValueError(f"positions {first}..{last + time - 1} do not fit in a context of {context_length} "
                          f"positions; crop the sequence to its last {context_length} tokens.")
+
+
+def _rows(table: torch.Tensor, time: int, start: int | torch.Tensor) -> torch.Tensor:
+    """Rows start..start+time-1 of a (context, dim) table: (time, dim), or (batch, time, dim) for one start per row."""
+    if not torch.is_tensor(start):
+        return table[start:start + time]  # (time, dim)
+    positions = start[:, None] + torch.arange(time, device=start.device)  # (batch, time)
+    return table[positions]  # (batch, time, dim)
 
 
 class LearnedPositions(nn.Module):
@@ -41,7 +52,7 @@ class LearnedPositions(nn.Module):
     def forward(self, time: int, start: int = 0) -> torch.Tensor:
         """The vectors of positions start..start+time-1: (time, dim)."""
         _check_range(time, start, self.context_length)
-        return self.table.weight[start:start + time]  # (time, dim)
+        return _rows(self.table.weight, time, start)  # (time, dim)
 
 
 def sinusoidal_encoding(length: int, dim: int, base: float = 10_000.0) -> torch.Tensor:
@@ -72,7 +83,7 @@ class SinusoidalPositions(nn.Module):
     def forward(self, time: int, start: int = 0) -> torch.Tensor:
         """The encodings of positions start..start+time-1: (time, dim)."""
         _check_range(time, start, self.context_length)
-        return self.table[start:start + time]  # (time, dim)
+        return _rows(self.table, time, start)  # (time, dim)
 
 
 def rope_angles(length: int, head_dim: int, theta: float = 10_000.0) -> torch.Tensor:
@@ -100,9 +111,13 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("sin", angles.sin().float(), persistent=False)  # (context, head_dim)
 
     def forward(self, time: int, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """(cos, sin) for positions start..start+time-1, each (time, head_dim)."""
+        """(cos, sin) for positions start..start+time-1, each (time, head_dim); with one start per row,
+        (batch, 1, time, head_dim), to broadcast over the heads."""
         _check_range(time, start, self.context_length)
-        return self.cos[start:start + time], self.sin[start:start + time]
+        cos, sin = _rows(self.cos, time, start), _rows(self.sin, time, start)
+        if torch.is_tensor(start):
+            cos, sin = cos[:, None], sin[:, None]  # (batch, 1, time, head_dim)
+        return cos, sin
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:

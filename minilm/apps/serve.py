@@ -4,7 +4,13 @@
     curl -s http://127.0.0.1:8000/generate -d '{"prompt": "Long ago, a shy fox", "max_new_tokens": 20}'
     curl -N http://127.0.0.1:8000/generate -d '{"prompt": "Long ago, a shy fox", "stream": true}'
 
-Endpoints (the standard library's http.server; one model, requests answered one at a time):
+Endpoints (the standard library's http.server; one model; concurrent requests are decoded together
+by chapter 6c's batching engine, minilm.deploy.batching):
+
+    GET  /                       the chat page (minilm/deploy/chat.html)
+    GET  /v1/models              the OpenAI-compatible API (minilm.deploy.openai_api): the model's id,
+    POST /v1/completions         a prompt continued,
+    POST /v1/chat/completions    a chat answered (chat checkpoints); "stream": true gives server-sent events
 
     GET  /health    {"status": "ok", "context_length": .., "vocab_size": .., "max_new_tokens": .., "chat": ..}
     POST /generate  a JSON object:
@@ -29,7 +35,8 @@ without a plain decimal Content-Length (411) or over 64 KiB (413).
 
 Hostile clients cannot hold the server: every read waits at most READ_TIMEOUT_S, a whole request
 must arrive within REQUEST_TIMEOUT_S, and at most MAX_CONNECTIONS are served at once (the next
-gets 503 with Retry-After). It listens on 127.0.0.1 unless told otherwise, and warns when told:
+gets 503 with Retry-After), as does a request when the batching engine's waiting line is full;
+each request has a time limit (--max-seconds). It listens on 127.0.0.1 unless told otherwise, and warns when told:
 there is no authentication.
 """
 from __future__ import annotations
@@ -45,16 +52,19 @@ import sys
 import threading
 from dataclasses import dataclass
 from http import HTTPStatus
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator
 
-import torch
 
 from minilm.apps.chat import CHAT_TOKENS, END_OF_MESSAGE, format_chat
 from minilm.checkpoint import load_checkpoint
 from minilm.cli import whole_number
 from minilm.data import END_OF_TEXT
-from minilm.generate import document_prompt, generate_steps
+from minilm.deploy import openai_api
+from minilm.deploy.batching import BatchingConfig, BatchingEngine, Job, QueueFull
+from minilm.deploy.openai_api import APIError as BadRequest  # a refused request: status, message, param
+from minilm.generate import document_prompt
 from minilm.runtime import choose_device
 
 MAX_BODY_BYTES = 64 * 1024  # a request body larger than this is refused (413)
@@ -62,15 +72,8 @@ DEFAULT_NEW_TOKENS = 64  # when a request does not say
 READ_TIMEOUT_S = 10.0  # the longest wait for the next bytes of a request
 REQUEST_TIMEOUT_S = 30.0  # the longest a whole request (line, headers, body) may take to arrive
 MAX_CONNECTIONS = 32  # connections served at once; one more is answered 503 at once
+CHAT_PAGE = Path(__file__).resolve().parents[1] / "deploy" / "chat.html"  # served at GET /
 FIELDS = ("prompt", "messages", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "stream")
-
-
-class BadRequest(ValueError):
-    """A request the server refuses: its HTTP status and a message saying what to send instead."""
-
-    def __init__(self, status: HTTPStatus, message: str):
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass
@@ -118,22 +121,11 @@ def _strings_in(value) -> Iterator[str]:
             stack.extend(item)
 
 
-@torch.no_grad()
-def stream_tokens(model, prompt_ids: list[int], max_new_tokens: int, temperature: float = 0.0,
-                  top_k: int | None = None, top_p: float | None = None, stop_ids=(),
-                  seed: int | None = None) -> Iterator[int]:
-    """Yield the tokens `model.generate` would write for one prompt, each as soon as it is chosen
-    (chapter 3's `generate_steps`, with its KV cache). A stop token ends the stream and is yielded last."""
-    device = next(model.parameters()).device
-    prompt = torch.tensor([prompt_ids], device=device)  # (1, prompt)
-    for chosen in generate_steps(model, prompt, max_new_tokens, temperature, top_k, top_p, stop_ids, seed):
-        yield chosen.item()
-
-
 class ModelServer:
     """A model, its tokenizer and the server's limits; checks requests and writes their text."""
 
-    def __init__(self, model, tokenizer, max_new_tokens: int = 256):
+    def __init__(self, model, tokenizer, max_new_tokens: int = 256, model_id: str = "minilm",
+                 batching: BatchingConfig | None = None):
         if tokenizer is None:
             raise ValueError("serving needs the tokenizer saved with the checkpoint; this one has none "
                              "(save_checkpoint(..., tokenizer=tokenizer) stores it).")
@@ -142,40 +134,44 @@ class ModelServer:
         self.max_new_tokens = max_new_tokens  # the most a request may ask for
         self.context = model.config.context_length
         self.chat = all(token in tokenizer.special_tokens for token in CHAT_TOKENS)
-        self.lock = threading.Lock()  # one generation at a time: the model is shared
+        self.model_id = model_id  # the name /v1/models gives, which OpenAI requests must send as "model"
+        self.engine = BatchingEngine(self.model, batching)  # decodes concurrent requests together
         longest_token = max(len(tokenizer.token_bytes(i)) for i in range(tokenizer.vocab_size))
         self.max_prompt_bytes = self.context * longest_token  # more bytes than this cannot fit the context
 
     def health(self) -> dict:
-        return {"status": "ok", "context_length": self.context, "vocab_size": self.model.config.vocab_size,
-                "max_new_tokens": self.max_new_tokens, "chat": self.chat}
+        return {"status": "ok", "model": self.model_id, "context_length": self.context,
+                "vocab_size": self.model.config.vocab_size, "max_new_tokens": self.max_new_tokens, "chat": self.chat,
+                "max_batch": self.engine.config.max_batch}
 
-    def parse(self, body: bytes) -> Request:
-        """Check a /generate body; raise BadRequest saying what is wrong."""
+    def models(self) -> dict:
+        return {"object": "list", "data": [{"id": self.model_id, "object": "model", "created": 0,
+                                            "owned_by": "minilm"}]}
+
+    def read_json(self, body: bytes):
+        """The parsed body; BadRequest unless it is valid JSON of valid Unicode."""
         try:
             payload = json.loads(body.decode("utf-8"))
         except (ValueError, RecursionError) as error:  # bad UTF-8 or JSON, a number of 5000 digits, deep nesting
             reason = "it is nested too deeply" if isinstance(error, RecursionError) else str(error)[:200]
             raise BadRequest(HTTPStatus.BAD_REQUEST, f"the body is not valid JSON ({reason}); send an object "
                                                      f'such as {{"prompt": "Once upon a time"}}.') from None
-        if not isinstance(payload, dict):
-            raise BadRequest(HTTPStatus.BAD_REQUEST, f"the body must be a JSON object, not {type(payload).__name__}.")
         self._check(all(map(_valid_unicode, _strings_in(payload))),
                     "the body holds a string that is not valid Unicode (a lone surrogate such as \\ud800); "
                     "send text only")
+        return payload
+
+    def parse(self, body: bytes) -> Request:
+        """Check a /generate body; raise BadRequest saying what is wrong."""
+        payload = self.read_json(body)
+        if not isinstance(payload, dict):
+            raise BadRequest(HTTPStatus.BAD_REQUEST, f"the body must be a JSON object, not {type(payload).__name__}.")
         unknown = sorted(set(payload) - set(FIELDS))
         if unknown:
             raise BadRequest(HTTPStatus.BAD_REQUEST, f"unknown field(s) {', '.join(unknown)}; the fields are "
                                                      f"{', '.join(FIELDS)}.")
         prompt_ids, stop_ids = self._prompt(payload)
-        default = max(1, min(DEFAULT_NEW_TOKENS, self.max_new_tokens, self.context - len(prompt_ids)))
-        max_new = payload.get("max_new_tokens", default)
-        self._check(_whole(max_new) and 1 <= max_new, "max_new_tokens must be a whole number of at least 1")
-        self._check(max_new <= self.max_new_tokens,
-                    f"max_new_tokens={max_new} is more than this server allows ({self.max_new_tokens})")
-        self._check(len(prompt_ids) + max_new <= self.context,
-                    f"the prompt has {len(prompt_ids)} tokens and max_new_tokens is {max_new}: together more "
-                    f"than the model's context of {self.context} tokens; shorten the prompt or ask for fewer tokens")
+        max_new = self._max_new(payload.get("max_new_tokens"), len(prompt_ids), "max_new_tokens")
         temperature = payload.get("temperature", 0.0)
         self._check(_number(temperature) and temperature >= 0, "temperature must be a number >= 0 (0: greedy)")
         top_k, top_p, seed = payload.get("top_k"), payload.get("top_p"), payload.get("seed")
@@ -186,6 +182,38 @@ class ModelServer:
         stream = payload.get("stream", False)
         self._check(isinstance(stream, bool), "stream must be true or false")
         return Request(prompt_ids, max_new, float(temperature), top_k, top_p, seed, stream, stop_ids)
+
+    def _max_new(self, asked, prompt_tokens: int, name: str) -> int:
+        """The tokens to write: as asked, else the default (64, or what fits); BadRequest when it cannot fit."""
+        if asked is None:
+            return max(1, min(DEFAULT_NEW_TOKENS, self.max_new_tokens, self.context - prompt_tokens))
+        openai_api.require(_whole(asked) and 1 <= asked, f"{name} must be a whole number of at least 1.", name)
+        openai_api.require(asked <= self.max_new_tokens,
+                           f"{name}={asked} is more than this server allows ({self.max_new_tokens}).", name)
+        openai_api.require(prompt_tokens + asked <= self.context,
+                           f"the prompt has {prompt_tokens} tokens and {name} is {asked}: together more than the "
+                           f"model's context of {self.context} tokens; shorten the prompt or ask for fewer tokens.",
+                           name)
+        return asked
+
+    def openai_job(self, endpoint: str, payload) -> tuple[Job, openai_api.Settings]:
+        """Check an OpenAI-format body (/v1/completions or /v1/chat/completions); the job it asks for."""
+        openai_api.check_fields(payload, endpoint, self.model_id)
+        settings = openai_api.settings(payload)
+        if endpoint == "chat.completions":
+            openai_api.require(self.chat, "this checkpoint was not trained to chat (its tokenizer has no chat "
+                                          "tokens); use /v1/completions.", "messages")
+            prompt = {"messages": openai_api.chat_messages(payload)}
+        else:
+            prompt = {"prompt": openai_api.completion_prompt(payload)}
+        try:
+            prompt_ids, stop_ids = self._prompt(prompt)
+        except BadRequest as error:
+            raise BadRequest(error.status, str(error), next(iter(prompt))) from None
+        name = "max_completion_tokens" if "max_completion_tokens" in payload else "max_tokens"
+        max_new = self._max_new(settings.max_tokens, len(prompt_ids), name)
+        job = Job(prompt_ids, max_new, settings.temperature, None, settings.top_p, settings.seed, stop_ids)
+        return job, settings
 
     @staticmethod
     def _check(condition: bool, message: str) -> None:
@@ -218,23 +246,23 @@ class ModelServer:
         ids = encode(text)
         return ids, [specials[token] for token in stops if token in specials]
 
-    def pieces(self, request: Request, summary: dict) -> Iterator[str]:
-        """The text of each token written, decoded as soon as its UTF-8 bytes are complete.
-
-        When the pieces run out, summary holds "tokens" (written, the stop token not counted),
-        "prompt_tokens" and "stopped" (whether a stop token ended the text).
-        """
+    def text(self, job: Job) -> Iterator[str]:
+        """A submitted job's text, each token decoded as soon as its UTF-8 bytes are complete. Closing
+        this early (a client that went away) cancels the job."""
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        summary.update(tokens=0, prompt_tokens=len(request.prompt_ids), stopped=False)
-        with self.lock:
-            for token in stream_tokens(self.model, request.prompt_ids, request.max_new_tokens, request.temperature,
-                                       request.top_k, request.top_p, request.stop_ids, request.seed):
-                if token in request.stop_ids:
-                    summary["stopped"] = True
-                    break
-                summary["tokens"] += 1
+        with contextlib.closing(self.engine.tokens(job)) as tokens:
+            for token in tokens:
                 yield decoder.decode(self.tokenizer.token_bytes(token))
         yield decoder.decode(b"", final=True)  # an unfinished character becomes U+FFFD
+
+
+OPENAI_ENDPOINTS = {"/v1/completions": "completions", "/v1/chat/completions": "chat.completions"}
+
+
+def summary_of(job: Job) -> dict:
+    """/generate's closing fields: tokens written (the stop token not counted), prompt tokens, and
+    whether a stop token ended the text."""
+    return {"tokens": job.written, "prompt_tokens": len(job.prompt_ids), "stopped": job.finish_reason == "stop"}
 
 
 def make_handler(server: ModelServer, log_requests: bool = True, read_timeout: float = READ_TIMEOUT_S,
@@ -268,28 +296,48 @@ def make_handler(server: ModelServer, log_requests: bool = True, read_timeout: f
             self.deadline.cancel()  # the request has arrived
             if self.path == "/health":
                 self._send_json(HTTPStatus.OK, server.health())
+            elif self.path == "/v1/models":
+                self._send_json(HTTPStatus.OK, server.models())
+            elif self.path in ("/", "/index.html") and CHAT_PAGE.is_file():
+                self._send_bytes(HTTPStatus.OK, CHAT_PAGE.read_bytes(), "text/html; charset=utf-8")
             else:
-                self._send_error(BadRequest(HTTPStatus.NOT_FOUND, f"no page {self.path}; use GET /health or POST /generate."))
+                self._send_error(BadRequest(HTTPStatus.NOT_FOUND, f"no page {self.path}; use GET / (the chat page), "
+                                                                  f"/health or /v1/models."), self.path.startswith("/v1/"))
 
         def do_POST(self):
+            openai = self.path in OPENAI_ENDPOINTS
             try:
-                if self.path != "/generate":
-                    raise BadRequest(HTTPStatus.NOT_FOUND, f"no endpoint {self.path}; POST to /generate.")
-                request = server.parse(self._body())
+                if self.path != "/generate" and not openai:
+                    raise BadRequest(HTTPStatus.NOT_FOUND, f"no endpoint {self.path}; POST to /generate, "
+                                                           f"/v1/completions or /v1/chat/completions.")
+                body = self._body()
+                if openai:
+                    endpoint = OPENAI_ENDPOINTS[self.path]
+                    job, settings = server.openai_job(endpoint, server.read_json(body))
+                else:
+                    request = server.parse(body)
+                    job = Job(request.prompt_ids, request.max_new_tokens, request.temperature, request.top_k,
+                              request.top_p, request.seed, request.stop_ids)
+                server.engine.submit(job)
+            except QueueFull as error:
+                self._send_error(BadRequest(HTTPStatus.SERVICE_UNAVAILABLE, f"the server is busy: {error}"), openai,
+                                 {"Retry-After": "1"})
+                return
             except BadRequest as error:
-                self._send_error(error)
+                self._send_error(error, openai)
                 return
             except Exception as error:  # a bug must still answer, and the server go on
                 self.log_error("could not handle a request: %r", error)
                 self._send_error(BadRequest(HTTPStatus.INTERNAL_SERVER_ERROR, f"the server failed on this request "
-                                            f"({type(error).__name__}); please report it."))
+                                            f"({type(error).__name__}); please report it."), openai)
                 return
-            if request.stream:
-                self._stream(request)
-                return
-            summary = {}
-            text = "".join(server.pieces(request, summary))
-            self._send_json(HTTPStatus.OK, {"text": text, **summary})
+            if openai:
+                self._answer_openai(endpoint, job, settings)
+            elif request.stream:
+                self._stream(job)
+            else:
+                text = "".join(server.text(job))
+                self._send_json(HTTPStatus.OK, {"text": text, **summary_of(job)})
 
         def _body(self) -> bytes:
             length = self.headers.get("Content-Length", "").strip()
@@ -304,31 +352,67 @@ def make_handler(server: ModelServer, log_requests: bool = True, read_timeout: f
             self.deadline.cancel()  # the request has arrived
             return body
 
-        def _stream(self, request: Request) -> None:
+        def _stream(self, job: Job) -> None:
             self.send_response(HTTPStatus.OK)
             self.send_header("Content-Type", "application/x-ndjson")
             self.end_headers()
-            summary = {}
-            with contextlib.closing(server.pieces(request, summary)) as pieces:  # frees the model if the client leaves
+            with contextlib.closing(server.text(job)) as pieces:  # frees the job's slot if the client leaves
                 for text in pieces:
                     if text:
-                        self._write_line({"token": text})
-            self._write_line({"done": True, **summary})
+                        self._write(json.dumps({"token": text}).encode() + b"\n")
+            self._write(json.dumps({"done": True, **summary_of(job)}).encode() + b"\n")
 
-        def _write_line(self, payload: dict) -> None:
-            self.wfile.write(json.dumps(payload).encode() + b"\n")
+        def _answer_openai(self, endpoint: str, job: Job, settings) -> None:
+            """The answer in OpenAI's format: one JSON object, or server-sent events as tokens are chosen."""
+            id_, model, stops = openai_api.new_id(endpoint), server.model_id, openai_api.StopStrings(settings.stop)
+            if settings.stream:
+                self.send_response(HTTPStatus.OK)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Cache-Control", "no-cache")
+                self.end_headers()
+                if endpoint == "chat.completions":
+                    self._write(openai_api.event(openai_api.chunk(endpoint, id_, model, role=True)))
+            texts = []
+            with contextlib.closing(server.text(job)) as pieces:  # frees the job's slot if the client leaves
+                for piece in pieces:
+                    text = stops.feed(piece)
+                    if text and settings.stream:
+                        self._write(openai_api.event(openai_api.chunk(endpoint, id_, model, text)))
+                    texts.append(text)
+                    if stops.stopped:
+                        break  # closing the pieces cancels the job
+            texts.append(tail := stops.flush())
+            finish = "stop" if stops.stopped or job.finish_reason == "stop" else "length"
+            counts = openai_api.usage(len(job.prompt_ids), job.written)
+            if not settings.stream:
+                self._send_json(HTTPStatus.OK, openai_api.response(endpoint, id_, model, "".join(texts), finish, counts))
+                return
+            if tail:
+                self._write(openai_api.event(openai_api.chunk(endpoint, id_, model, tail)))
+            self._write(openai_api.event(openai_api.chunk(endpoint, id_, model, finish_reason=finish)))
+            if settings.include_usage:
+                self._write(openai_api.event(openai_api.chunk(endpoint, id_, model, counts=counts)))
+            self._write(openai_api.event("[DONE]"))
+
+        def _write(self, data: bytes) -> None:
+            self.wfile.write(data)
             self.wfile.flush()
 
-        def _send_json(self, status: HTTPStatus, payload: dict) -> None:
-            data = json.dumps(payload).encode()
+        def _send_json(self, status: HTTPStatus, payload: dict, headers: dict | None = None) -> None:
+            self._send_bytes(status, json.dumps(payload).encode(), "application/json", headers)
+
+        def _send_bytes(self, status: HTTPStatus, data: bytes, content_type: str, headers: dict | None = None) -> None:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
 
-        def _send_error(self, error: BadRequest) -> None:
-            self._send_json(error.status, {"error": str(error)})
+        def _send_error(self, error: BadRequest, openai: bool = False, headers: dict | None = None) -> None:
+            """OpenAI's error body on the /v1 endpoints; {"error": message} on /generate (chapter 6's format)."""
+            self._send_json(error.status, error.body() if openai else {"error": str(error)}, headers)
 
     return Handler
 
@@ -367,6 +451,11 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         finally:
             self.slots.release()
 
+    def server_close(self):
+        super().server_close()
+        if hasattr(self, "engine"):
+            self.engine.close()
+
     def handle_error(self, request, client_address):
         """A client that vanished mid-answer is one line in the log, not a traceback."""
         error = sys.exc_info()[1]
@@ -378,16 +467,22 @@ class BoundedHTTPServer(ThreadingHTTPServer):
 
 def make_server(model, tokenizer, host: str = "127.0.0.1", port: int = 8000, max_new_tokens: int = 256,
                 log_requests: bool = True, max_connections: int = MAX_CONNECTIONS,
-                read_timeout: float = READ_TIMEOUT_S, request_timeout: float = REQUEST_TIMEOUT_S) -> BoundedHTTPServer:
+                read_timeout: float = READ_TIMEOUT_S, request_timeout: float = REQUEST_TIMEOUT_S,
+                model_id: str = "minilm", batching: BatchingConfig | None = None) -> BoundedHTTPServer:
     """An HTTP server for the model (not started: call serve_forever). Port 0 picks a free port.
+    `batching`: how many requests are decoded together, how many may wait, and each one's time limit.
 
     A port out of range, in use, or an address this machine does not have raises ValueError with one line."""
     if not 0 <= port <= 65535:
         raise ValueError(f"port {port} is out of range; give one from 1 to 65535 (or 0 for any free port).")
-    handler = make_handler(ModelServer(model, tokenizer, max_new_tokens), log_requests, read_timeout, request_timeout)
+    model_server = ModelServer(model, tokenizer, max_new_tokens, model_id, batching)
+    handler = make_handler(model_server, log_requests, read_timeout, request_timeout)
     try:
-        return BoundedHTTPServer((host, port), handler, max_connections)
+        httpd = BoundedHTTPServer((host, port), handler, max_connections)
+        httpd.engine = model_server.engine  # stopped by server_close
+        return httpd
     except OSError as error:
+        model_server.engine.close()
         hint = ("another program (or another server) is using it; pick another --port, or --port 0 for any free one"
                 if error.errno == errno.EADDRINUSE else "check --host and --port")
         raise ValueError(f"cannot listen on {host}:{port} ({error.strerror or error}); {hint}.") from None
@@ -407,7 +502,7 @@ def is_loopback(host: str) -> bool:
 def running_server(model, tokenizer, max_new_tokens: int = 256, log_requests: bool = False,
                    **limits) -> Iterator[str]:
     """Serve on 127.0.0.1 at a free port in a background thread; yield its URL; stop it on exit.
-    `limits`: make_server's max_connections, read_timeout and request_timeout."""
+    `limits`: make_server's max_connections, read_timeout, request_timeout, model_id and batching."""
     httpd = make_server(model, tokenizer, port=0, max_new_tokens=max_new_tokens, log_requests=log_requests, **limits)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -433,19 +528,29 @@ def add_command(subparsers) -> None:
                         help="the port (default 8000; 0 picks a free one)")
     parser.add_argument("--max-new-tokens", type=whole_number(1), default=256,
                         help="the most tokens one request may ask for (default 256)")
+    parser.add_argument("--max-batch", type=whole_number(1), default=BatchingConfig.max_batch,
+                        help=f"requests decoded together (default {BatchingConfig.max_batch}; 1: one at a time)")
+    parser.add_argument("--max-waiting", type=whole_number(1), default=BatchingConfig.max_waiting,
+                        help=f"requests that may wait for a free slot; more get 503 (default {BatchingConfig.max_waiting})")
+    parser.add_argument("--max-connections", type=whole_number(1), default=MAX_CONNECTIONS,
+                        help=f"connections served at once; one more gets 503 (default {MAX_CONNECTIONS})")
+    parser.add_argument("--max-seconds", type=whole_number(1), default=int(BatchingConfig.max_seconds),
+                        help=f"a request's time limit in seconds (default {int(BatchingConfig.max_seconds)})")
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the first available)")
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
     checkpoint = load_checkpoint(args.checkpoint, device=choose_device(args.device))
-    httpd = make_server(checkpoint.model, checkpoint.tokenizer, args.host, args.port, args.max_new_tokens)
+    batching = BatchingConfig(args.max_batch, args.max_waiting, float(args.max_seconds))
+    httpd = make_server(checkpoint.model, checkpoint.tokenizer, args.host, args.port, args.max_new_tokens,
+                        max_connections=args.max_connections, model_id=Path(args.checkpoint).resolve().name, batching=batching)
     host, port = httpd.server_address[:2]
     if not is_loopback(args.host):
         print(f"warning: listening on {args.host} makes this server reachable from other machines, and it has no "
               f"authentication: anyone who can reach port {port} can use it. Use --host 127.0.0.1 unless you "
               f"mean that (and then put it behind a proxy that checks who is calling).", file=sys.stderr, flush=True)
-    print(f"serving {args.checkpoint} on http://{host}:{port} (POST /generate, GET /health; Ctrl+C stops)",
+    print(f"serving {args.checkpoint} on http://{host}:{port} (chat page at /, OpenAI API at /v1; Ctrl+C stops)",
           flush=True)
     try:
         httpd.serve_forever()
