@@ -2,6 +2,7 @@
 
     batching    continuous batching: concurrent requests decoded together through one KV cache
     openai_api  the OpenAI-compatible wire format (/v1/models, /v1/completions, /v1/chat/completions)
+    quantize    weight-only int8 quantisation by hand (per-channel absmax scales)
     export      a Hugging Face-format folder (config, safetensors, tokenizer) for serving engines
 
 The HTTP server itself is chapter 6's `minilm.apps.serve`. Nothing is imported here, so that each
