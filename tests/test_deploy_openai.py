@@ -262,3 +262,38 @@ def test_the_time_limit_ends_a_long_request():
         answer = client(address).completions.create(model="minilm", prompt="Long ago", max_tokens=LIMIT,
                                                     temperature=0)
     assert answer.choices[0].finish_reason == "length" and answer.usage.completion_tokens < LIMIT
+
+
+def test_streamed_chunks_share_one_id_and_creation_time(url, chat_url):
+    for address, create in ((url, lambda c: c.completions.create(model="minilm", prompt="Once", max_tokens=8,
+                                                                temperature=0, stream=True)),
+                            (chat_url, lambda c: c.chat.completions.create(
+                                model="chatty", messages=[{"role": "user", "content": "Hi"}], max_tokens=8,
+                                temperature=0, stream=True))):
+        chunks = list(create(client(address)))
+        assert len(chunks) >= 2
+        assert len({c.id for c in chunks}) == 1 and len({c.created for c in chunks}) == 1
+    first = client(url).completions.create(model="minilm", prompt="Once", max_tokens=2, temperature=0)
+    second = client(url).completions.create(model="minilm", prompt="Once", max_tokens=2, temperature=0)
+    assert first.id != second.id  # each completion its own id
+
+
+@pytest.mark.parametrize("path", ["/health?check=1", "/v1/models?x", "/?model=minilm"])
+def test_a_query_string_does_not_change_the_page(url, path):
+    host, port = urllib.parse.urlsplit(url).netloc.split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=TIMEOUT)
+    connection.request("GET", path)
+    reply = connection.getresponse()
+    assert reply.status == 200, reply.read()[:200]
+
+
+def test_a_vanished_client_is_silent_when_logging_is_off(capfd):
+    with running_server(slow_model(), TOKENIZER, max_new_tokens=LIMIT, log_requests=False,
+                        batching=BatchingConfig(max_batch=1)) as address:
+        stream = client(address).completions.create(model="minilm", prompt="Long ago", max_tokens=LIMIT,
+                                                    temperature=0, stream=True)
+        next(iter(stream))
+        stream.close()
+        client(address).completions.create(model="minilm", prompt="Once", max_tokens=2, temperature=0)
+    captured = capfd.readouterr()
+    assert "connection lost" not in captured.err and "Traceback" not in captured.err

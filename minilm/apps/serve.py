@@ -55,6 +55,7 @@ from http import HTTPStatus
 from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator
+from urllib.parse import urlsplit
 
 
 from minilm.apps.chat import CHAT_TOKENS, END_OF_MESSAGE, format_chat
@@ -294,25 +295,27 @@ def make_handler(server: ModelServer, log_requests: bool = True, read_timeout: f
 
         def do_GET(self):
             self.deadline.cancel()  # the request has arrived
-            if self.path == "/health":
+            path = urlsplit(self.path).path  # "/?model=x" is the page too: a query string is not a new path
+            if path == "/health":
                 self._send_json(HTTPStatus.OK, server.health())
-            elif self.path == "/v1/models":
+            elif path == "/v1/models":
                 self._send_json(HTTPStatus.OK, server.models())
-            elif self.path in ("/", "/index.html") and CHAT_PAGE.is_file():
+            elif path in ("/", "/index.html") and CHAT_PAGE.is_file():
                 self._send_bytes(HTTPStatus.OK, CHAT_PAGE.read_bytes(), "text/html; charset=utf-8")
             else:
-                self._send_error(BadRequest(HTTPStatus.NOT_FOUND, f"no page {self.path}; use GET / (the chat page), "
-                                                                  f"/health or /v1/models."), self.path.startswith("/v1/"))
+                self._send_error(BadRequest(HTTPStatus.NOT_FOUND, f"no page {path[:100]}; use GET / (the chat page), "
+                                                                  f"/health or /v1/models."), path.startswith("/v1/"))
 
         def do_POST(self):
-            openai = self.path in OPENAI_ENDPOINTS
+            path = urlsplit(self.path).path
+            openai = path in OPENAI_ENDPOINTS
             try:
-                if self.path != "/generate" and not openai:
-                    raise BadRequest(HTTPStatus.NOT_FOUND, f"no endpoint {self.path}; POST to /generate, "
+                if path != "/generate" and not openai:
+                    raise BadRequest(HTTPStatus.NOT_FOUND, f"no endpoint {path[:100]}; POST to /generate, "
                                                            f"/v1/completions or /v1/chat/completions.")
                 body = self._body()
                 if openai:
-                    endpoint = OPENAI_ENDPOINTS[self.path]
+                    endpoint = OPENAI_ENDPOINTS[path]
                     job, settings = server.openai_job(endpoint, server.read_json(body))
                 else:
                     request = server.parse(body)
@@ -364,20 +367,20 @@ def make_handler(server: ModelServer, log_requests: bool = True, read_timeout: f
 
         def _answer_openai(self, endpoint: str, job: Job, settings) -> None:
             """The answer in OpenAI's format: one JSON object, or server-sent events as tokens are chosen."""
-            id_, model, stops = openai_api.new_id(endpoint), server.model_id, openai_api.StopStrings(settings.stop)
+            head, stops = openai_api.header(endpoint, server.model_id), openai_api.StopStrings(settings.stop)
             if settings.stream:
                 self.send_response(HTTPStatus.OK)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Cache-Control", "no-cache")
                 self.end_headers()
                 if endpoint == "chat.completions":
-                    self._write(openai_api.event(openai_api.chunk(endpoint, id_, model, role=True)))
+                    self._write(openai_api.event(openai_api.chunk(endpoint, head, role=True)))
             texts = []
             with contextlib.closing(server.text(job)) as pieces:  # frees the job's slot if the client leaves
                 for piece in pieces:
                     text = stops.feed(piece)
                     if text and settings.stream:
-                        self._write(openai_api.event(openai_api.chunk(endpoint, id_, model, text)))
+                        self._write(openai_api.event(openai_api.chunk(endpoint, head, text)))
                     texts.append(text)
                     if stops.stopped:
                         break  # closing the pieces cancels the job
@@ -385,13 +388,13 @@ def make_handler(server: ModelServer, log_requests: bool = True, read_timeout: f
             finish = "stop" if stops.stopped or job.finish_reason == "stop" else "length"
             counts = openai_api.usage(len(job.prompt_ids), job.written)
             if not settings.stream:
-                self._send_json(HTTPStatus.OK, openai_api.response(endpoint, id_, model, "".join(texts), finish, counts))
+                self._send_json(HTTPStatus.OK, openai_api.response(endpoint, head, "".join(texts), finish, counts))
                 return
             if tail:
-                self._write(openai_api.event(openai_api.chunk(endpoint, id_, model, tail)))
-            self._write(openai_api.event(openai_api.chunk(endpoint, id_, model, finish_reason=finish)))
+                self._write(openai_api.event(openai_api.chunk(endpoint, head, tail)))
+            self._write(openai_api.event(openai_api.chunk(endpoint, head, finish_reason=finish)))
             if settings.include_usage:
-                self._write(openai_api.event(openai_api.chunk(endpoint, id_, model, counts=counts)))
+                self._write(openai_api.event(openai_api.chunk(endpoint, head, counts=counts)))
             self._write(openai_api.event("[DONE]"))
 
         def _write(self, data: bytes) -> None:
@@ -428,8 +431,9 @@ class BoundedHTTPServer(ThreadingHTTPServer):
     daemon_threads = True  # a stuck client never keeps Python from exiting
     request_queue_size = 128  # connections the kernel holds until they are accepted (socketserver's default: 5)
 
-    def __init__(self, address, handler, max_connections: int = MAX_CONNECTIONS):
+    def __init__(self, address, handler, max_connections: int = MAX_CONNECTIONS, log_requests: bool = True):
         self.slots = threading.BoundedSemaphore(max_connections)
+        self.log_requests = log_requests
         super().__init__(address, handler)
 
     def process_request(self, request, client_address):
@@ -457,10 +461,11 @@ class BoundedHTTPServer(ThreadingHTTPServer):
             self.engine.close()
 
     def handle_error(self, request, client_address):
-        """A client that vanished mid-answer is one line in the log, not a traceback."""
+        """A client that vanished mid-answer is one line in the log (none when log_requests is off), not a traceback."""
         error = sys.exc_info()[1]
         if isinstance(error, OSError):
-            print(f"{client_address[0]}: connection lost ({type(error).__name__})", file=sys.stderr)
+            if self.log_requests:
+                print(f"{client_address[0]}: connection lost ({type(error).__name__})", file=sys.stderr)
         else:
             super().handle_error(request, client_address)
 
@@ -478,7 +483,7 @@ def make_server(model, tokenizer, host: str = "127.0.0.1", port: int = 8000, max
     model_server = ModelServer(model, tokenizer, max_new_tokens, model_id, batching)
     handler = make_handler(model_server, log_requests, read_timeout, request_timeout)
     try:
-        httpd = BoundedHTTPServer((host, port), handler, max_connections)
+        httpd = BoundedHTTPServer((host, port), handler, max_connections, log_requests)
         httpd.engine = model_server.engine  # stopped by server_close
         return httpd
     except OSError as error:

@@ -170,8 +170,10 @@ class StopStrings:
         return out
 
 
-def new_id(endpoint: str) -> str:
-    return ("chatcmpl-" if endpoint == "chat.completions" else "cmpl-") + uuid.uuid4().hex[:24]
+def header(endpoint: str, model: str) -> dict:
+    """The id, creation time and model of one completion: the same in its answer and in each of its chunks."""
+    id_ = ("chatcmpl-" if endpoint == "chat.completions" else "cmpl-") + uuid.uuid4().hex[:24]
+    return {"id": id_, "created": int(time.time()), "model": model}
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict:
@@ -179,18 +181,18 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-def response(endpoint: str, id_: str, model: str, text: str, finish_reason: str, counts: dict) -> dict:
+def response(endpoint: str, head: dict, text: str, finish_reason: str, counts: dict) -> dict:
     """The whole (non-streamed) answer."""
     if endpoint == "chat.completions":
         choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
                   "finish_reason": finish_reason}
     else:
         choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
-    return {"id": id_, "object": "chat.completion" if endpoint == "chat.completions" else "text_completion",
-            "created": int(time.time()), "model": model, "choices": [choice], "usage": counts}
+    return {**head, "object": "chat.completion" if endpoint == "chat.completions" else "text_completion",
+            "choices": [choice], "usage": counts}
 
 
-def chunk(endpoint: str, id_: str, model: str, text: str | None = None, finish_reason: str | None = None,
+def chunk(endpoint: str, head: dict, text: str | None = None, finish_reason: str | None = None,
           role: bool = False, counts: dict | None = None) -> dict:
     """One streamed event: a piece of text, the first (role) or last (finish_reason) chunk, or usage."""
     if endpoint == "chat.completions":
@@ -200,8 +202,7 @@ def chunk(endpoint: str, id_: str, model: str, text: str | None = None, finish_r
     else:
         choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
         kind = "text_completion"
-    body = {"id": id_, "object": kind, "created": int(time.time()), "model": model,
-            "choices": [] if counts is not None else [choice]}
+    body = {**head, "object": kind, "choices": [] if counts is not None else [choice]}
     if counts is not None:
         body["usage"] = counts
     return body
