@@ -83,13 +83,20 @@ def next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None
     """One token per row from logits (batch, vocab): greedy at temperature 0, else sampled. (batch,)"""
     if temperature == 0:
         return logits.argmax(dim=-1)  # (batch,)
+    probs = sampling_probabilities(logits, temperature, top_k, top_p)  # (batch, vocab)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)  # (batch,)
+
+
+def sampling_probabilities(logits: torch.Tensor, temperature: float, top_k: int | None = None,
+                           top_p: float | None = None) -> torch.Tensor:
+    """The distribution a sampled token is drawn from (temperature > 0): each row's logits (batch, vocab)
+    divided by the temperature, filtered by top-k then top-p, then softmax. (batch, vocab)"""
     logits = logits.float() / temperature  # (batch, vocab)
     if top_k is not None:
         logits = filter_top_k(logits, top_k)
     if top_p is not None:
         logits = filter_top_p(logits, top_p)
-    probs = logits.softmax(dim=-1)  # (batch, vocab)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)  # (batch,)
+    return logits.softmax(dim=-1)  # (batch, vocab)
 
 
 class KVCache:

@@ -1,5 +1,7 @@
 """The batching engine against chapter 3's `generate` (each request alone, float64 so batch rounding
 cannot matter) and its ragged KV cache's mask and positions against brute force."""
+import time
+
 import pytest
 import torch
 
@@ -47,6 +49,54 @@ def test_slot_cache_mask_lets_each_row_see_its_own_tokens_only():
             assert mask[row, 0, key] == (key <= length)  # its stored tokens and the new one
     cache.use([0])
     assert cache.attention_mask(t_q=3) is None  # one row: the causal mask is enough
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_a_right_padded_prefill_gives_each_prompt_its_solo_logits(family):
+    model = tiny(family)
+    torch.manual_seed(2)
+    prompts = [torch.randint(0, 300, (n,)).tolist() for n in (5, 2, 8)]
+    cache = SlotCache(model, slots=4)
+    cache.use([3, 0, 1], adds=[len(p) for p in prompts])
+    padded = torch.tensor([p + [0] * (8 - len(p)) for p in prompts])  # (3, 8)
+    with torch.no_grad():
+        logits, _ = model(padded, cache=cache)  # (3, 8, vocab)
+        assert cache.lengths.tolist() == [2, 8, 0, 5]  # each slot keeps its prompt's length, not the padding's
+        nexts = [[7], [11], [13]]
+        cache.use([3, 0, 1])
+        step, _ = model(torch.tensor(nexts), cache=cache)  # (3, 1, vocab): one token after each prompt
+        for row, prompt in enumerate(prompts):
+            alone, _ = model(torch.tensor([prompt + nexts[row]]))  # (1, len + 1, vocab), no cache
+            assert torch.allclose(logits[row, len(prompt) - 1], alone[0, -2], atol=1e-12)
+            assert torch.allclose(step[row, 0], alone[0, -1], atol=1e-12)
+
+
+class RecordingModel(GPT):
+    """Records the shape of every batch the engine runs, and takes a little time over each."""
+
+    def forward(self, tokens, *args, **kwargs):
+        self.shapes.append(tuple(tokens.shape))
+        time.sleep(0.02)
+        return super().forward(tokens, *args, **kwargs)
+
+
+def test_requests_waiting_together_are_prefilled_in_one_pass():
+    model = RecordingModel(tiny("gpt2").config).double()
+    model.load_state_dict(tiny("gpt2").state_dict())
+    model.shapes = []
+    engine = BatchingEngine(model, BatchingConfig(max_batch=8))
+    torch.manual_seed(3)
+    prompts = [torch.randint(0, 300, (n,)).tolist() for n in (4, 6, 3, 9, 5)]
+    first = engine.submit(Job(prompts[0], 12, temperature=0.0))
+    time.sleep(0.01)  # the engine is now busy with the first request; the rest queue up meanwhile
+    jobs = [first] + [engine.submit(Job(p, 8, temperature=1.0, seed=i, top_p=0.9)) for i, p in enumerate(prompts[1:])]
+    written = [list(engine.tokens(job)) for job in jobs]
+    engine.close()
+    expected = [model.generate(torch.tensor([prompts[0]]), 12, temperature=0.0)[0, 4:].tolist()]
+    expected += [model.generate(torch.tensor([p]), 8, temperature=1.0, seed=i, top_p=0.9)[0, len(p):].tolist()
+                 for i, p in enumerate(prompts[1:])]
+    assert written == expected
+    assert (4, 9) in model.shapes  # the four waiting prompts read in one pass, padded to the longest
 
 
 def test_positions_with_one_start_per_row_equal_each_row_alone():

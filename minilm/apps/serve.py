@@ -44,12 +44,15 @@ from __future__ import annotations
 import codecs
 import contextlib
 import errno
+import io
 import ipaddress
 import json
+import math
 import re
 import socket
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -257,6 +260,25 @@ class ModelServer:
         yield decoder.decode(b"", final=True)  # an unfinished character becomes U+FFFD
 
 
+class DeadlineReader(io.RawIOBase):
+    """A socket to read from until a deadline: each read waits at most read_timeout, and at most the
+    time left of total (then TimeoutError, which http.server answers by closing the connection)."""
+
+    def __init__(self, connection: socket.socket, read_timeout: float, total: float):
+        self.connection, self.read_timeout = connection, read_timeout
+        self.deadline = time.monotonic() + total
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request did not arrive in time")
+        self.connection.settimeout(min(self.read_timeout, left))
+        return self.connection.recv_into(buffer)
+
+
 OPENAI_ENDPOINTS = {"/v1/completions": "completions", "/v1/chat/completions": "chat.completions"}
 
 
@@ -278,23 +300,18 @@ def make_handler(server: ModelServer, log_requests: bool = True, read_timeout: f
             if log_requests:
                 super().log_message(format, *args)
 
-        def handle(self):
+        def setup(self):
+            super().setup()
             # A whole request must arrive in request_timeout: a client that trickles one byte at a time
-            # would otherwise hold its thread for ever. At the deadline the socket is shut, which ends the read.
-            self.deadline = threading.Timer(request_timeout, self._give_up)
-            self.deadline.daemon = True
-            self.deadline.start()
-            try:
-                super().handle()
-            finally:
-                self.deadline.cancel()
+            # would otherwise hold its thread for ever. Each read waits at most the time that is left.
+            self.rfile = io.BufferedReader(DeadlineReader(self.connection, read_timeout, request_timeout))
 
-        def _give_up(self):
-            with contextlib.suppress(OSError):
-                self.connection.shutdown(socket.SHUT_RDWR)
+        def _arrived(self):
+            self.rfile.raw.deadline = math.inf  # the answer may take as long as generation takes
+            self.connection.settimeout(read_timeout)  # each write still waits at most this long
 
         def do_GET(self):
-            self.deadline.cancel()  # the request has arrived
+            self._arrived()
             path = urlsplit(self.path).path  # "/?model=x" is the page too: a query string is not a new path
             if path == "/health":
                 self._send_json(HTTPStatus.OK, server.health())
@@ -352,7 +369,7 @@ def make_handler(server: ModelServer, log_requests: bool = True, read_timeout: f
                                  f"{'...' if len(length) > 20 else ''} bytes; this server takes at most "
                                  f"{MAX_BODY_BYTES:,}.")
             body = self.rfile.read(int(length))
-            self.deadline.cancel()  # the request has arrived
+            self._arrived()
             return body
 
         def _stream(self, job: Job) -> None:

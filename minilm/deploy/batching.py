@@ -4,7 +4,8 @@ A server that answers one request at a time leaves the model idle between users'
 decoding step for one row costs nearly what a step for sixteen rows costs (the weights are read
 once either way). Here a background thread runs the model in a loop; at every step it
 
-    admits   waiting requests into free slots of one shared KV cache (each prompt is read alone: prefill)
+    admits   waiting requests into free slots of one shared KV cache, their prompts read in one
+             right-padded pass (prefill)
     decodes  one token for every active request at once: a batch of (slots, 1), each row at its own position
     leaves   finished requests (a stop token, max_new_tokens, the time limit, a client that went away)
 
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from minilm.generate import _check_settings, next_token
+from minilm.generate import _check_settings, sampling_probabilities
 
 
 class QueueFull(RuntimeError):
@@ -56,7 +57,7 @@ class Job:
     stop_ids: list[int] = field(default_factory=list)  # a stop token ends the text (it is not passed on)
     finish_reason: str | None = None  # "stop", "length", "time_limit", "cancelled" once done
     written: int = 0  # tokens written, stop token excluded
-    events: queue.Queue = field(default_factory=queue.Queue)  # token ids, then None at the end
+    events: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)  # token ids, then None at the end
     cancelled: threading.Event = field(default_factory=threading.Event)  # set when the client went away
     submitted: float = field(default_factory=time.monotonic)
 
@@ -75,14 +76,17 @@ class SlotCache:
         self.keys = torch.zeros(shape, device=weight.device, dtype=weight.dtype)  # (layer, slot, kv_heads, context, head_dim)
         self.values = torch.zeros(shape, device=weight.device, dtype=weight.dtype)
         self.lengths = torch.zeros(slots, dtype=torch.long, device=weight.device)  # (slot,) tokens stored per slot
-        self.rows = torch.arange(slots, device=weight.device)  # (batch,) the slots the next pass uses
+        self.use(list(range(slots)))
 
-    def use(self, rows: list[int]) -> None:
-        self.rows = torch.tensor(rows, dtype=torch.long, device=self.lengths.device)  # (batch,)
-
-    @property
-    def length(self) -> torch.Tensor:
-        return self.lengths[self.rows]  # (batch,): where each row's new tokens go
+    def use(self, rows: list[int], adds: list[int] | None = None) -> None:
+        """Choose the slots the next forward pass reads and writes, one per row of its batch. `adds`: the
+        tokens each row really adds in that pass (a right-padded prefill); by default all of them."""
+        device = self.lengths.device
+        self.rows = torch.tensor(rows, dtype=torch.long, device=device)  # (batch,)
+        self.adds = None if adds is None else torch.tensor(adds, dtype=torch.long, device=device)  # (batch,)
+        self.length = self.lengths[self.rows]  # (batch,): where each row's new tokens go
+        self.longest = int(self.length.max())  # the most tokens any of these rows holds
+        self.all_equal = bool((self.length == self.longest).all())  # then the causal mask is enough
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v (batch, kv_heads, new, head_dim) after each row's tokens; return the rows' keys and
@@ -92,22 +96,20 @@ class SlotCache:
         rows = self.rows[:, None]  # (batch, 1)
         self.keys[layer][rows, :, positions] = k.transpose(1, 2)  # indexed: (batch, new, kv_heads, head_dim)
         self.values[layer][rows, :, positions] = v.transpose(1, 2)
-        end = int(self.length.max()) + new
+        end = self.longest + new
         return self.keys[layer, self.rows, :, :end], self.values[layer, self.rows, :, :end]
 
     def attention_mask(self, t_q: int) -> torch.Tensor | None:
         """(batch, 1, t_q, t_k): query i of a row sees that row's keys up to its own position.
         None when the rows all hold the same number of tokens (the causal mask is then enough)."""
-        lengths = self.length  # (batch,) before this pass's tokens
-        if bool((lengths == lengths[0]).all()):
+        if self.all_equal:
             return None
-        t_k = int(lengths.max()) + t_q
-        query_positions = lengths[:, None] + torch.arange(t_q, device=lengths.device)  # (batch, t_q)
-        keys = torch.arange(t_k, device=lengths.device)  # (t_k,)
+        query_positions = self.length[:, None] + torch.arange(t_q, device=self.rows.device)  # (batch, t_q)
+        keys = torch.arange(self.longest + t_q, device=self.rows.device)  # (t_k,)
         return (keys <= query_positions[:, :, None])[:, None]  # (batch, 1, t_q, t_k)
 
     def advance(self, time: int) -> None:
-        self.lengths[self.rows] += time
+        self.lengths[self.rows] += time if self.adds is None else self.adds
 
 
 class BatchingEngine:
@@ -162,11 +164,13 @@ class BatchingEngine:
         active: dict[int, tuple[Job, torch.Generator | None, int]] = {}  # slot -> (job, generator, last token)
         while self.running:
             free = [slot for slot in range(self.config.max_batch) if slot not in active]
-            while free and not self.waiting.empty():
+            admitted = []  # (slot, job): read together in one prefill pass
+            while len(admitted) < len(free) and not self.waiting.empty():
                 job = self.waiting.get_nowait()
                 if not self._finished_early(job):
-                    slot = free.pop(0)
-                    active[slot] = self._prefill(job, slot)
+                    admitted.append((free[len(admitted)], job))
+            if admitted:
+                active.update(self._prefill(admitted))
             if not active:
                 self.wake.wait(timeout=0.5)
                 self.wake.clear()
@@ -181,14 +185,25 @@ class BatchingEngine:
         return job.finish_reason is not None
 
     @torch.no_grad()
-    def _prefill(self, job: Job, slot: int) -> tuple[Job, torch.Generator | None, int]:
-        """Read the job's prompt into its slot and choose its first token."""
-        generator = None if job.seed is None else torch.Generator(device=self.device).manual_seed(job.seed)
-        self.cache.lengths[slot] = 0
-        self.cache.use([slot])
-        prompt = torch.tensor([job.prompt_ids], device=self.device)  # (1, prompt)
-        logits, _ = self.model(prompt, cache=self.cache)  # (1, prompt, vocab)
-        return job, generator, self._choose(job, generator, logits[:, -1])
+    def _prefill(self, admitted: list[tuple[int, Job]]) -> dict[int, tuple[Job, torch.Generator | None, int]]:
+        """Read the admitted jobs' prompts into their slots in one pass and choose each one's first token.
+
+        Prompts of different lengths are padded on the right. Causal attention keeps every prompt
+        token from seeing the padding after it, and each slot keeps only its prompt's length, so the
+        next tokens overwrite the padding's cache entries."""
+        slots, jobs = [slot for slot, _ in admitted], [job for _, job in admitted]
+        lengths = [len(job.prompt_ids) for job in jobs]
+        longest = max(lengths)
+        self.cache.lengths[slots] = 0
+        self.cache.use(slots, adds=lengths)
+        prompts = torch.tensor([job.prompt_ids + [0] * (longest - len(job.prompt_ids)) for job in jobs],
+                               device=self.device)  # (batch, longest)
+        logits, _ = self.model(prompts, cache=self.cache)  # (batch, longest, vocab)
+        last = logits[torch.arange(len(jobs)), torch.tensor(lengths) - 1]  # (batch, vocab): each prompt's last token
+        generators = [None if job.seed is None else torch.Generator(device=self.device).manual_seed(job.seed)
+                      for job in jobs]
+        chosen = self._choose(list(zip(jobs, generators)), last)
+        return {slot: (job, generator, token) for slot, job, generator, token in zip(slots, jobs, generators, chosen)}
 
     @torch.no_grad()
     def _decode(self, active: dict) -> None:
@@ -203,13 +218,35 @@ class BatchingEngine:
         self.cache.use(slots)
         last = torch.tensor([[active[slot][2]] for slot in slots], device=self.device)  # (batch, 1)
         logits, _ = self.model(last, cache=self.cache)  # (batch, 1, vocab)
-        for row, slot in enumerate(slots):
+        chosen = self._choose([active[slot][:2] for slot in slots], logits[:, -1])
+        for slot, token in zip(slots, chosen):
             job, generator, _ = active[slot]
-            active[slot] = (job, generator, self._choose(job, generator, logits[row:row + 1, -1]))
+            active[slot] = (job, generator, token)
 
     @staticmethod
-    def _choose(job: Job, generator, logits: torch.Tensor) -> int:
-        return next_token(logits, job.temperature, job.top_k, job.top_p, generator).item()  # (1, vocab) -> id
+    def _choose(rows: list[tuple[Job, torch.Generator | None]], logits: torch.Tensor) -> list[int]:
+        """One token per row of logits (batch, vocab), each by its job's settings, exactly as `next_token`
+        would choose it alone: rows with the same settings share the arithmetic, and only the random
+        draw is made row by row, from the row's own generator.
+
+        The draw is an exponential race, the way torch.multinomial draws one sample: token i wins
+        with probability p_i when the winner is argmax(p_i / q_i), each q_i ~ Exp(1)."""
+        chosen = [0] * len(rows)
+        groups: dict[tuple, list[int]] = {}  # (temperature, top_k, top_p) -> rows
+        for row, (job, _) in enumerate(rows):
+            groups.setdefault((job.temperature, job.top_k, job.top_p), []).append(row)
+        for (temperature, top_k, top_p), members in groups.items():
+            if temperature == 0:
+                tokens = logits[members].argmax(dim=-1).tolist()  # greedy
+            else:
+                probs = sampling_probabilities(logits[members], temperature, top_k, top_p)  # (members, vocab)
+                races = torch.empty_like(probs)  # (members, vocab): Exp(1) times, each row from its own generator
+                for i, row in enumerate(members):
+                    races[i].exponential_(generator=rows[row][1])
+                tokens = (probs / races).argmax(dim=-1).tolist()
+            for row, token in zip(members, tokens):
+                chosen[row] = token
+        return chosen
 
     def _deliver(self, job: Job, token: int) -> bool:
         """Hand one chosen token to its job; True when the job is now finished."""
