@@ -16,6 +16,7 @@ import torch
 from minilm.apps.chat import END_OF_MESSAGE, add_chat_tokens, format_chat
 from minilm.apps.serve import running_server
 from minilm.data import END_OF_TEXT, StoryWorld
+from minilm.deploy import openai_api
 from minilm.deploy.batching import BatchingConfig
 from minilm.generate import document_prompt
 from minilm.model import GPT, GPTConfig
@@ -297,3 +298,13 @@ def test_a_vanished_client_is_silent_when_logging_is_off(capfd):
         client(address).completions.create(model="minilm", prompt="Once", max_tokens=2, temperature=0)
     captured = capfd.readouterr()
     assert "connection lost" not in captured.err and "Traceback" not in captured.err
+
+
+@pytest.mark.parametrize("endpoint", ["completions", "chat.completions"])
+def test_the_streamed_text_template_writes_the_chunk_bytes(endpoint):
+    head = openai_api.header(endpoint, "minilm")
+    text_event = openai_api.text_events(endpoint, head)
+    for text in ["", "a", 'say "hi" \\ now', "naïve ✓ \u2028", "\n\t", "\0"]:
+        assert text_event(text) == openai_api.event(openai_api.chunk(endpoint, head, text))
+        payload = json.loads(text_event(text).decode().removeprefix("data: "))
+        assert payload["id"] == head["id"]

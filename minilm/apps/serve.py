@@ -385,6 +385,7 @@ def make_handler(server: ModelServer, log_requests: bool = True, read_timeout: f
         def _answer_openai(self, endpoint: str, job: Job, settings) -> None:
             """The answer in OpenAI's format: one JSON object, or server-sent events as tokens are chosen."""
             head, stops = openai_api.header(endpoint, server.model_id), openai_api.StopStrings(settings.stop)
+            text_event = openai_api.text_events(endpoint, head)
             if settings.stream:
                 self.send_response(HTTPStatus.OK)
                 self.send_header("Content-Type", "text/event-stream")
@@ -397,7 +398,7 @@ def make_handler(server: ModelServer, log_requests: bool = True, read_timeout: f
                 for piece in pieces:
                     text = stops.feed(piece)
                     if text and settings.stream:
-                        self._write(openai_api.event(openai_api.chunk(endpoint, head, text)))
+                        self._write(text_event(text))
                     texts.append(text)
                     if stops.stopped:
                         break  # closing the pieces cancels the job
@@ -407,12 +408,11 @@ def make_handler(server: ModelServer, log_requests: bool = True, read_timeout: f
             if not settings.stream:
                 self._send_json(HTTPStatus.OK, openai_api.response(endpoint, head, "".join(texts), finish, counts))
                 return
-            if tail:
-                self._write(openai_api.event(openai_api.chunk(endpoint, head, tail)))
-            self._write(openai_api.event(openai_api.chunk(endpoint, head, finish_reason=finish)))
+            closing = [openai_api.chunk(endpoint, head, tail)] if tail else []  # sent in one write
+            closing.append(openai_api.chunk(endpoint, head, finish_reason=finish))
             if settings.include_usage:
-                self._write(openai_api.event(openai_api.chunk(endpoint, head, counts=counts)))
-            self._write(openai_api.event("[DONE]"))
+                closing.append(openai_api.chunk(endpoint, head, counts=counts))
+            self._write(b"".join(openai_api.event(c) for c in closing + ["[DONE]"]))
 
         def _write(self, data: bytes) -> None:
             self.wfile.write(data)

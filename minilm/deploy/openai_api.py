@@ -24,6 +24,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import Callable
 
 COMMON_FIELDS = {"model", "max_tokens", "temperature", "top_p", "seed", "stop", "stream", "stream_options",
                  "n", "user", "frequency_penalty", "presence_penalty"}
@@ -156,6 +157,8 @@ class StopStrings:
         """The text that is now safe to pass on ("" once a stop string has been seen)."""
         if self.stopped:
             return ""
+        if not self.stops:
+            return piece
         self.held += piece
         found = [i for i in (self.held.find(stop) for stop in self.stops) if i >= 0]
         if found:
@@ -206,6 +209,13 @@ def chunk(endpoint: str, head: dict, text: str | None = None, finish_reason: str
     if counts is not None:
         body["usage"] = counts
     return body
+
+
+def text_events(endpoint: str, head: dict) -> Callable[[str], bytes]:
+    """piece of text -> its streamed event, the same bytes as event(chunk(endpoint, head, text)), made
+    by filling a template: a stream sends one per token, and the rest of the chunk never changes."""
+    before, after = event(chunk(endpoint, head, "\0")).split(json.dumps("\0").encode())
+    return lambda text: before + json.dumps(text).encode() + after
 
 
 def event(payload: dict | str) -> bytes:
