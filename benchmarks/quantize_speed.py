@@ -13,25 +13,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
-from pathlib import Path
 
 import torch
 
 from minilm.deploy.quantize import quantize_model, saved_bytes
 from minilm.generate import generation_seconds
 from minilm.model import GPT, config_for_preset
+from minilm.report import cpu_name
 from minilm.runtime import seed_everything, set_threads
-
-
-def machine() -> str:
-    """The CPU's model name where Linux says it, else what Python's platform module knows."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -47,7 +36,7 @@ def main() -> None:
 
     print(f"\n{args.new_tokens} new tokens (greedy, KV cache, batch 1) after a {args.prompt_tokens}-token prompt, "
           f"{args.preset} preset's model, vocabulary {args.vocab_size}, random weights; "
-          f"CPU: {machine()}, {threads} torch thread(s), torch {torch.__version__}\n")
+          f"CPU: {cpu_name()}, {threads} torch thread(s), torch {torch.__version__}\n")
     print("| family | weights | file MB | size / float32 | tokens/s | speed / float32 |")
     print("|---|---|---:|---:|---:|---:|")
     for family in ("gpt2", "llama"):

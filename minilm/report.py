@@ -8,6 +8,7 @@ from __future__ import annotations
 import platform
 import sys
 from importlib import metadata
+from pathlib import Path
 
 import torch
 
@@ -28,6 +29,16 @@ def package_versions(names=COURSE_PACKAGES) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "missing"
     return versions
+
+
+def cpu_name() -> str:
+    """The CPU's model name where Linux says it (/proc/cpuinfo), else what Python's platform module knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def device_description(device: torch.device) -> str:
