@@ -199,7 +199,8 @@ class BatchingEngine:
         prompts = torch.tensor([job.prompt_ids + [0] * (longest - len(job.prompt_ids)) for job in jobs],
                                device=self.device)  # (batch, longest)
         logits, _ = self.model(prompts, cache=self.cache)  # (batch, longest, vocab)
-        last = logits[torch.arange(len(jobs)), torch.tensor(lengths) - 1]  # (batch, vocab): each prompt's last token
+        ends = torch.tensor(lengths, device=self.device) - 1  # (batch,): where each prompt's last token sits
+        last = logits[torch.arange(len(jobs), device=self.device), ends]  # (batch, vocab)
         generators = [None if job.seed is None else torch.Generator(device=self.device).manual_seed(job.seed)
                       for job in jobs]
         chosen = self._choose(list(zip(jobs, generators)), last)

@@ -1,0 +1,96 @@
+"""Chapter 6c exercises, solved: the attention mask of a cache whose rows hold different numbers of
+tokens, the exponential race that draws one token per row from each row's own generator, and
+per-channel absmax int8 quantisation of a weight matrix.
+
+Check them with `./course exercise ch06c_deployment`; chapter 6c's notebook explains each.
+"""
+import torch
+
+
+def ragged_attention_mask(lengths: torch.Tensor, t_q: int) -> torch.Tensor:
+    """The mask of a batch whose rows each hold their own number of tokens: bool (batch, 1, t_q, t_k).
+
+    lengths (batch,), batch >= 1: the tokens row b already holds in the KV cache. The pass adds t_q
+    new tokens to every row, so query i of row b sits at position lengths[b] + i, and the keys read
+    are positions 0..t_k - 1 with t_k = max(lengths) + t_q (the longest row's cache plus the new
+    tokens; a shorter row's entries past its own tokens are stale or padding). Entry [b, 0, i, j] is
+    True where that query may see key j: j <= lengths[b] + i, its own row's earlier tokens and
+    itself. The 1 broadcasts over the attention heads.
+    Hint: compare torch.arange(t_k) with a (batch, t_q, 1) tensor of query positions.
+    Raise ValueError if lengths is not a 1-D tensor of at least one length, if a length is negative,
+    or if t_q < 1.
+    >>> mask = ragged_attention_mask(torch.tensor([2, 0]), 2)  # rows holding 2 and 0 tokens, 2 new each
+    >>> mask.shape
+    torch.Size([2, 1, 2, 4])
+    >>> mask[:, 0].int().tolist()  # row 0's queries sit at positions 2, 3; row 1's at 0, 1
+    [[[1, 1, 1, 0], [1, 1, 1, 1]], [[1, 0, 0, 0], [1, 1, 0, 0]]]
+    """
+    if lengths.dim() != 1 or lengths.numel() == 0:
+        raise ValueError(f"lengths must be (batch,) with batch >= 1, got shape {tuple(lengths.shape)}.")
+    if (lengths < 0).any():
+        raise ValueError(f"a row cannot hold a negative number of tokens, got lengths {lengths.tolist()}.")
+    if t_q < 1:
+        raise ValueError(f"a forward pass adds at least one token to each row, got t_q={t_q}.")
+    t_k = int(lengths.max()) + t_q
+    queries = lengths[:, None] + torch.arange(t_q, device=lengths.device)  # (batch, t_q): each query's position
+    keys = torch.arange(t_k, device=lengths.device)  # (t_k,)
+    return (keys <= queries[:, :, None])[:, None]  # (t_k,) vs (batch, t_q, 1) -> (batch, 1, t_q, t_k)
+
+
+def exponential_race(probs: torch.Tensor, generators: list) -> list[int]:
+    """One token per row of probs (batch, vocab), each drawn with the row's own generator.
+
+    Row b of probs is a distribution (non-negative, summing to 1; a top-k or top-p filter leaves
+    zeros). For row b draw vocab independent times q_i ~ Exp(1), (vocab,), with
+    `torch.empty(vocab, dtype=probs.dtype).exponential_(generator=generators[b])` (or
+    `.exponential_` on row b of a (batch, vocab) tensor); the row's token is argmax_i p_i / q_i.
+    Why that draws token i with probability p_i: q_i / p_i is exponential with rate p_i, so the
+    largest p_i / q_i is the smallest of independent exponential times with rates p_i, and the
+    smallest of such times is time i with probability p_i / Σ_j p_j = p_i (a token with p_i = 0
+    never wins). This is how torch.multinomial draws one sample, so with a generator of the same
+    seed, torch.multinomial(probs[b:b+1], 1, generator=...) chooses the same token; a batching
+    server can then make one batched choice per step and still give each request the text it would
+    get alone. Return the tokens as a list of Python ints.
+    Hint: the draws are made row by row (each generator in turn); the division and argmax over
+    dim=-1 can be done for the whole batch at once.
+    Raise ValueError if probs is not 2-D or len(generators) is not its number of rows.
+    >>> exponential_race(torch.tensor([[0.0, 1.0, 0.0], [0.2, 0.3, 0.5]]),
+    ...                  [torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)])
+    [1, 2]
+    >>> torch.multinomial(torch.tensor([[0.2, 0.3, 0.5]]), 1, generator=torch.Generator().manual_seed(0)).item()
+    2
+    """
+    if probs.dim() != 2:
+        raise ValueError(f"probs must be (batch, vocab), got shape {tuple(probs.shape)}.")
+    if len(generators) != probs.shape[0]:
+        raise ValueError(f"one generator per row: {probs.shape[0]} rows but {len(generators)} generators.")
+    races = torch.empty_like(probs)  # (batch, vocab): Exp(1) times
+    for row, generator in enumerate(generators):
+        races[row].exponential_(generator=generator)  # (vocab,) from this row's own generator
+    return (probs / races).argmax(dim=-1).tolist()  # (batch, vocab) -> (batch,)
+
+
+def absmax_quantize(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-output-channel absmax int8: weight (out, in) float -> (q int8 (out, in), scale float32 (out,)).
+
+    Each row o (one output channel) gets its own scale, its largest magnitude mapped to 127:
+    scale[o] = max_i |W[o, i]| / 127, and q[o, i] = round(W[o, i] / scale[o]), clamped to
+    -127..127, so that W ≈ q · scale, each weight off by at most scale[o] / 2. A row of zeros
+    would get scale 0 (and 0 / 0): give it scale 1.0, as minilm.deploy.quantize does (any positive
+    scale stores its zeros exactly). Compute in float32 on the detached weight.
+    Hint: amax(dim=1) gives the row maxima; torch.round rounds halves to even, as PyTorch's
+    quantisers do, and they multiply by the float32 inverse 1 / scale (W / scale can round the other
+    way when W / scale lies within a rounding error of a half: the tests compare with
+    torch.quantize_per_channel, so prefer W · (1 / scale)).
+    Raise ValueError if weight is not 2-D.
+    >>> absmax_quantize(torch.tensor([[0.5, -1.27, 0.0], [0.0, 0.0, 0.0]]))
+    (tensor([[  50, -127,    0],
+            [   0,    0,    0]], dtype=torch.int8), tensor([0.0100, 1.0000]))
+    """
+    if weight.dim() != 2:
+        raise ValueError(f"weight must be (out_features, in_features), got shape {tuple(weight.shape)}.")
+    w = weight.detach().float()  # (out, in)
+    scale = w.abs().amax(dim=1) / 127  # (out,): the row's largest magnitude becomes ±127
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # (out,): a row of zeros gets 1.0
+    q = torch.round(w * (1.0 / scale)[:, None]).clamp(-127, 127)  # (out, in) * (out, 1)
+    return q.to(torch.int8), scale  # (out, in) int8, (out,) float32
