@@ -194,3 +194,82 @@ def test_bad_settings_are_refused_with_one_clear_line():
         run_untrusted(b"print(1)")
     with pytest.raises(ValueError, match="assert"):
         check_completion("def f():", "\n    return 1", "f()")
+
+
+# Forbidden paths, a folder of the caller's, trusted imports (what the class autograder needs) ----------
+
+def secret_files(tmp_path):
+    """A work folder and, beside it, another student's folder with a file."""
+    work, secret = tmp_path / "work", tmp_path / "other-student"
+    work.mkdir()
+    secret.mkdir()
+    (secret / "answer.py").write_text("THE ANSWER")
+    return work, secret
+
+
+@pytest.mark.parametrize("attempt", [
+    "print(open({file!r}).read())",
+    "import pathlib\nprint(pathlib.Path({file!r}).read_text())",
+    "import io\nprint(io.open_code({file!r}).read())",
+    "import os\nprint(os.read(os.open({file!r}, os.O_RDONLY), 100))",
+    "print(open('../other-student/answer.py').read())",
+    "import os\nprint(os.listdir({folder!r}))",
+    "import os\nprint(list(os.scandir({folder!r})))",
+    "import glob\nprint(glob.glob({folder!r} + '/*'))",
+    # a folder above the forbidden one, opened to reach into it by relative path (dir_fd)
+    "import os\nabove = os.open({above!r}, os.O_RDONLY)\nprint(os.read(os.open('other-student/answer.py', os.O_RDONLY, dir_fd=above), 100))",
+])
+def test_forbidden_paths_cannot_be_opened_or_listed(tmp_path, attempt):
+    work, secret = secret_files(tmp_path)
+    code = attempt.format(file=str(secret / "answer.py"), folder=str(secret), above=str(tmp_path))
+    result = run_untrusted(code, folder=work, forbidden=[secret], **FAST)
+    assert result.status == "blocked" and "sandbox: blocked" in result.stderr, result.stderr
+    assert "THE ANSWER" not in result.stdout + result.stderr and "answer.py" not in result.stdout
+
+
+def test_a_link_to_a_forbidden_file_is_no_way_round(tmp_path):
+    work, secret = secret_files(tmp_path)
+    (work / "link.py").symlink_to(secret / "answer.py")  # made beforehand: the code may not make links out
+    result = run_untrusted("print(open('link.py').read())", folder=work, forbidden=[secret], **FAST)
+    assert result.status == "blocked" and "THE ANSWER" not in result.stdout
+
+
+def test_files_outside_the_forbidden_paths_stay_readable(tmp_path):
+    work, secret = secret_files(tmp_path)
+    (tmp_path / "public.txt").write_text("shared")
+    result = run_untrusted(f"print(open({str(tmp_path / 'public.txt')!r}).read())", folder=work,
+                           forbidden=[secret], **FAST)
+    assert (result.status, result.stdout) == ("ok", "shared\n")
+
+
+def test_the_callers_folder_holds_its_files_before_and_after(tmp_path):
+    (tmp_path / "data.txt").write_text("21")
+    code = "open('answer.txt', 'w').write(str(2 * int(open('data.txt').read())))"
+    assert run_untrusted(code, folder=tmp_path, **FAST).status == "ok"
+    assert (tmp_path / "answer.txt").read_text() == "42" and (tmp_path / "solution.py").read_text() == code
+
+
+def test_a_forbidden_path_may_not_hold_the_folder_nor_lie_inside_it(tmp_path):
+    (tmp_path / "work" / "inner").mkdir(parents=True)
+    for forbidden in (tmp_path, tmp_path / "work" / "inner"):
+        with pytest.raises(ValueError, match="forbidden path"):
+            run_untrusted("pass", folder=tmp_path / "work", forbidden=[forbidden])
+    with pytest.raises(ValueError, match="not a folder"):
+        run_untrusted("pass", folder=tmp_path / "missing")
+
+
+def test_the_blocked_event_is_reported_even_when_the_code_redirects_its_stderr():
+    code = "import os\nos.dup2(os.open(os.devnull, os.O_WRONLY), 2)\nimport socket\nsocket.socket()"
+    result = run_untrusted(code, **FAST)
+    assert result.status == "blocked" and "sandbox: blocked socket" in result.stderr
+
+
+def test_writing_to_dev_null_is_allowed():
+    assert run_untrusted("open('/dev/null', 'w').write('nothing')", **FAST).status == "ok"
+
+
+def test_trusted_imports_are_loaded_before_the_code_runs():
+    result = run_untrusted("import sys\nprint('fractions' in sys.modules)", trusted_imports=["fractions"], **FAST)
+    assert result.stdout == "True\n"
+    missing = run_untrusted("pass", trusted_imports=["no_such_module_anywhere"], **FAST)
+    assert missing.status == "error" and "No module named 'no_such_module_anywhere'" in missing.stderr

@@ -3,6 +3,7 @@
     from minilm.safety.sandbox import run_untrusted, check_completion
     result = run_untrusted("print(sum(range(10)))")            # SandboxResult(status='ok', stdout='45\\n', ...)
     run_untrusted("while True: pass", timeout_s=1).status    # 'timeout'
+    run_untrusted(program, folder=work, forbidden=[other_students])  # run in `work`; never open the others
     check_completion(header, body, "assert add(2, 3) == 5")  # chapter 6's completion, run against asserts
 
 The threat model: the model's code is untrusted but no targeted attacker. It may loop forever,
@@ -10,9 +11,12 @@ eat memory, fork, flood its output, fill the disk, open a socket or delete files
 imitation of what it read; it is not crafted to break out. The guards, each a layer under the last:
 
     process      `python -I -B` (no environment variables, no user site, no bytecode written) in a fresh
-                 temporary directory, with an empty environment: secrets in the parent's variables are absent
+                 temporary directory (or the caller's `folder`), with an empty environment: secrets in the
+                 parent's variables are absent
     audit hook   sys.addaudithook in the child blocks sockets (and name lookups), os.system, subprocess,
-                 exec, spawn, fork, kill, and writing, renaming or removing files outside its directory:
+                 exec, spawn, fork, kill, and writing, renaming or removing files outside its directory
+                 (but for /dev/null, which torch's imports and pytest open for writing), and
+                 opening or listing anything in the `forbidden` paths (or opening a folder above them):
                  the code gets an exception and the result says "blocked"
     namespaces   where `unshare` may make them (Linux, unprivileged user namespaces), new user, network
                  and PID namespaces: no network interface but a loopback that is down, and every process
@@ -25,11 +29,13 @@ What it does NOT protect against. The audit hook is a tripwire, not a wall: ctyp
 extension calls fork, socket or unlink directly and never raises an audit event; so may code that
 clears the hook's state through the interpreter's internals. Without namespaces (`guards()` says
 which layers hold; macOS never has them) such code reaches the network and the user's other
-processes. Reading is not prevented: the code can read every file the user can (keys under ~/.ssh,
-the course's cache) and print it; only running the sandbox as another user or in a container with
-nothing else mounted stops that. Run as root, RLIMIT_NPROC does not hold (the kernel exempts root)
-and a fork bomb that slips past the hook is stopped only by the deadline. Time and memory measured
-per process: a program that forks shares nothing of its limits with its children.
+processes. Reading is not prevented outside the `forbidden` paths: the code can read every other
+file the user can (keys under ~/.ssh, the course's cache) and print it; and inside them, os.stat,
+os.path.exists and the like still tell a file's existence and size (they raise no audit event).
+Only running the sandbox as another user or in a container with nothing else mounted stops that.
+Run as root, RLIMIT_NPROC does not hold (the kernel exempts root) and a fork bomb that slips past
+the hook is stopped only by the deadline. Time and memory measured per process: a program that
+forks shares nothing of its limits with its children.
 
 The limits are set by the child itself, at its start, rather than by a `preexec_fn`: running Python
 between fork and exec is unsafe in a parent with threads, and a notebook running torch has many.
@@ -46,6 +52,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -59,7 +66,7 @@ TRUNCATED = "\n[... output cut: {size:,} bytes in all]"
 # (128 + signal): the first process ignores signals it has no handler for, SIGXCPU among them.
 CHILD = r'''
 import json, os, resource, sys, traceback
-limits, memory_exit, blocked_exit = json.loads(sys.argv[1])
+limits, memory_exit, blocked_exit, forbidden, trusted_imports = json.loads(sys.argv[1])
 if os.getpid() == 1:
     child = os.fork()
     if child:
@@ -70,11 +77,13 @@ for name, (soft, hard) in limits.items():
 work = os.getcwd()
 os.environ["TMPDIR"] = work
 sys.dont_write_bytecode = True
+report = os.dup(2)  # the stderr of the run, even after the code redirects its own (as pytest does)
 source = open("solution.py", encoding="utf-8").read()
 BLOCKED = ("socket.", "os.system", "os.exec", "os.spawn", "os.posix_spawn", "os.fork", "os.kill",
            "subprocess.Popen", "pty.spawn", "signal.pthread_kill")
 CHANGES = {"open", "os.remove", "os.rmdir", "os.rename", "os.mkdir", "os.truncate", "os.chmod", "os.chown",
            "os.link", "os.symlink", "os.utime", "shutil.rmtree"}
+READS = {"open", "os.listdir", "os.scandir"}
 WRITING = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 violations = []
 
@@ -82,7 +91,18 @@ def outside(path):
     if isinstance(path, int) or path is None:
         return False
     real = os.path.realpath(os.fsdecode(path))
-    return os.path.commonpath([real, work]) != work
+    return os.path.commonpath([real, work]) != work and real != os.devnull  # /dev/null changes nothing
+
+def reaches_forbidden(event, path):
+    # inside a forbidden path; for open, also a folder above one (a dir_fd to open its files by relative path)
+    if isinstance(path, int):
+        return False
+    real = os.path.realpath(os.fsdecode("." if path is None else path))
+    for folder in forbidden:
+        common = os.path.commonpath([real, folder])
+        if common == folder or (event == "open" and common == real):
+            return True
+    return False
 
 def changes_outside(event, args):
     if event == "open":
@@ -92,12 +112,15 @@ def changes_outside(event, args):
     return any(outside(a) for a in args if isinstance(a, (str, bytes, os.PathLike)))
 
 def hook(event, args):
-    if event.startswith(BLOCKED) or (event in CHANGES and changes_outside(event, args)):
+    if (event.startswith(BLOCKED) or (event in CHANGES and changes_outside(event, args))
+            or (forbidden and event in READS and reaches_forbidden(event, args[0]))):
         if not violations:
-            os.write(2, ("sandbox: blocked " + event + "\n").encode())
+            os.write(report, ("sandbox: blocked " + event + "\n").encode())
         violations.append(event)
         raise PermissionError("the sandbox does not allow " + event)
 
+for module in trusted_imports:  # before the hook: their own start-up may run helpers (ldconfig)
+    __import__(module)
 sys.addaudithook(hook)
 status = 0
 try:
@@ -208,20 +231,46 @@ def status_of(returncode: int, timed_out: bool) -> str:
     return "ok" if returncode == 0 else "error"
 
 
-def run_untrusted(code: str, limits: SandboxLimits = SandboxLimits(), **changes) -> SandboxResult:
-    """Run `code` as a program in the sandbox; `changes` override fields of `limits` (timeout_s=1)."""
+def forbidden_paths(paths: Iterable[str | os.PathLike], work: Path) -> list[str]:
+    """The real paths of `paths`, none of which may hold the folder the code runs in or lie inside it."""
+    real = [os.path.realpath(path) for path in paths]
+    for path in real:
+        if os.path.commonpath([path, str(work)]) in (path, str(work)):
+            raise ValueError(f"the forbidden path {path} holds or lies inside the sandbox's folder {work}.")
+    return real
+
+
+def run_untrusted(code: str, limits: SandboxLimits = SandboxLimits(), *, folder: str | os.PathLike | None = None,
+                  forbidden: Iterable[str | os.PathLike] = (), trusted_imports: Iterable[str] = (),
+                  **changes) -> SandboxResult:
+    """Run `code` as a program in the sandbox; `changes` override fields of `limits` (timeout_s=1).
+
+    folder: where it runs, for a program that needs files beside it and leaves some behind (a grader
+        puts a student's modules and tests there, and reads the test report back after the run). Its
+        files are the code's to read and change; solution.py is written into it; the caller removes
+        it. By default a fresh temporary folder, removed after the run.
+    forbidden: files and folders the code may not open or list at all (other students' work, the
+        answers): the attempt is blocked like a socket. os.stat and the like still see them.
+    trusted_imports: modules imported under the limits but before the audit hook, for trusted
+        libraries whose start-up runs helper programs (torch's CUDA build runs ldconfig through
+        ctypes.util.find_library, which the hook would count as blocked).
+    """
     if not isinstance(code, str):
         raise ValueError(f"run_untrusted takes the program's source as a string, got {type(code).__name__}.")
     unknown = set(changes) - set(asdict(limits))
     if unknown:
         raise ValueError(f"unknown sandbox limit(s) {', '.join(sorted(unknown))}; use {', '.join(asdict(limits))}.")
+    if folder is not None and not Path(folder).is_dir():
+        raise ValueError(f"the sandbox's folder {folder} is not a folder.")
     limits = replace(limits, **changes)
     namespaces = namespace_command()
-    argument = json.dumps([limits.rlimits(), MEMORY_EXIT, BLOCKED_EXIT])
-    command = [*namespaces, sys.executable, "-I", "-B", "-c", CHILD, argument]
-    with tempfile.TemporaryDirectory(prefix="minilm-sandbox-", ignore_cleanup_errors=True) as folder:
-        work, out, err = Path(folder) / "work", Path(folder) / "stdout", Path(folder) / "stderr"
-        work.mkdir()
+    with tempfile.TemporaryDirectory(prefix="minilm-sandbox-", ignore_cleanup_errors=True) as scratch:
+        out, err = Path(scratch) / "stdout", Path(scratch) / "stderr"
+        work = Path(folder).resolve() if folder is not None else Path(scratch) / "work"
+        work.mkdir(exist_ok=True)
+        argument = json.dumps([limits.rlimits(), MEMORY_EXIT, BLOCKED_EXIT, forbidden_paths(forbidden, work),
+                               list(trusted_imports)])
+        command = [*namespaces, sys.executable, "-I", "-B", "-c", CHILD, argument]
         (work / "solution.py").write_text(code, encoding="utf-8")
         with open(out, "wb") as stdout, open(err, "wb") as stderr:
             began = time.perf_counter()
