@@ -297,3 +297,15 @@ def test_bad_input_is_one_clear_line(capsys, arguments, message):
     assert main(arguments) == 2
     error = capsys.readouterr().err
     assert error.startswith(message) and error.count("\n") == 1
+
+
+def test_the_course_solutions_score_full_marks_on_every_chapter(tmp_path):
+    """Every chapter, the capstone included, graded in the sandbox: whatever the installed libraries do
+    as they start (run ldconfig or lscpu, open a socket) must not count against a student."""
+    chapters = sorted(path.stem for path in (ROOT / "exercises").glob("*.py"))
+    solved = write_folder(tmp_path / "solved", {f"{name}.py": (ROOT / "solutions" / f"{name}.py").read_text()
+                                                 for name in chapters})
+    assert main([str(solved), "--out", str(tmp_path / "grades")]) == 0
+    with open(tmp_path / "grades" / "scores.csv", newline="") as table:
+        (row,) = list(csv.DictReader(table))
+    assert {name: row[name] for name in chapters} == {name: "1.0000" for name in chapters}
