@@ -92,7 +92,7 @@ def test_a_planted_solution_stops_the_copy(tmp_path):
     indented = "\n".join("    " + line for line in body.splitlines())
     (course / "solutions" / "ch00.py").write_text(f'def squares(values):\n    """Sum of squares."""\n{indented}\n')
     (course / "exercises" / "ch00.py").write_text('def squares(values):\n    """Sum of squares."""\n    raise NotImplementedError\n')
-    (course / "docs" / "notes.md").write_text("hint: " + body.replace("\n", "\n") + "\n")
+    (course / "docs" / "notes.md").write_text("hint: " + body + "\n")
     with pytest.raises(CopyError, match="docs/notes.md holds solutions/ch00.py: squares"):
         write_copy(tmp_path / "out", git=False, root=course)
     assert not (tmp_path / "out").exists()
